@@ -1,0 +1,111 @@
+"""Shared fixtures: tiny GGUF models written once per session, config files written per test,
+and the real Gemma 3 270M from the `tiny` extra."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_script(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_test_models = _load_script("make_test_models")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The standard set of generated models: tiny-a, tiny-b, tiny-chatml, no-output-norm
+    (valid header, refused by llama.cpp), truncated, not-gguf."""
+    return make_test_models.write_standard_set(tmp_path_factory.mktemp("models"))
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Enough TOML for models.toml: [router], [models.NAME] and [routes] tables of scalars."""
+    lines: list[str] = []
+    for table, body in data.items():
+        if table == "models":
+            for name, model in body.items():
+                lines.append(f'[models."{name}"]')
+                lines += [f"{k} = {toml_value(v)}" for k, v in model.items()]
+                lines.append("")
+        else:
+            lines.append(f"[{table}]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in body.items()]
+            lines.append("")
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, tiny_models: dict[str, Path]) -> Callable[..., Path]:
+    """write_config(models={name: table}, routes={task: chain}, router={...}) -> path.
+
+    Model tables may use `model = "tiny-a"` (a role of `tiny_models`) instead of `path`.
+    Tasks not given in `routes` get the chain of `default_chain`."""
+
+    def write(models: dict[str, dict[str, Any]], routes: dict[str, list[str]] | None = None,
+              router: dict[str, Any] | None = None, default_chain: list[str] | None = None,
+              name: str = "models.toml") -> Path:
+        resolved = {}
+        for model_name, table in models.items():
+            table = dict(table)
+            if "model" in table:
+                table["path"] = str(tiny_models[table.pop("model")])
+            table.setdefault("capabilities", ["generate", "embed"])
+            resolved[model_name] = table
+        chain = default_chain or list(models)
+        all_routes = {task: chain for task in ("code", "reason", "chat", "embed")} | (routes or {})
+        data: dict[str, Any] = {"router": {"max_tokens": 16, "seed": 7} | (router or {}),
+                                "models": resolved, "routes": all_routes}
+        path = tmp_path / name
+        path.write_text(dump_toml(data))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    """The real Gemma 3 270M (Q4_K_M) GGUF, assembled from the `tiny` extra's package."""
+    from zeta_local.config import load_config
+    from zeta_local.sources import find_model_file
+
+    spec = load_config(ROOT / "zeta_local" / "models.toml").models["tiny"]
+    path = find_model_file(spec)
+    assert path is not None
+    return path
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run `zeta-local ARGS` in a fresh interpreter, as a person would from a shell."""
+    import os
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ZETA_")} | (env or {})
+    return subprocess.run([sys.executable, "-m", "zeta_local", *args], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=timeout)

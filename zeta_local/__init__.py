@@ -1,0 +1,45 @@
+"""zeta_local: an in-process local inference router over llama.cpp.
+
+    from zeta_local import ZetaDynamicRouter
+
+    with ZetaDynamicRouter.from_toml() as router:
+        result = router.generate("Write a Python function that reverses a string")
+        print(result.text, result.model, result.attempts)
+"""
+
+from zeta_local.config import Config, ModelSpec, RouterSettings, load_config
+from zeta_local.errors import (ConfigError, ContextOverflow, FallbackExhausted, GenerationError,
+                               InvalidModelFile, InvalidRequest, ModelFileMissing, ModelLoadError,
+                               UnknownModel, ZetaError)
+from zeta_local.results import (Attempt, Done, EmbeddingResult, Fallback, GenerationResult,
+                                RouteDecision, StreamEvent, TextChunk, Usage)
+from zeta_local.router import ZetaDynamicRouter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attempt",
+    "Config",
+    "ConfigError",
+    "ContextOverflow",
+    "Done",
+    "EmbeddingResult",
+    "Fallback",
+    "FallbackExhausted",
+    "GenerationError",
+    "GenerationResult",
+    "InvalidModelFile",
+    "InvalidRequest",
+    "ModelFileMissing",
+    "ModelLoadError",
+    "ModelSpec",
+    "RouteDecision",
+    "RouterSettings",
+    "StreamEvent",
+    "TextChunk",
+    "UnknownModel",
+    "Usage",
+    "ZetaDynamicRouter",
+    "ZetaError",
+    "load_config",
+]

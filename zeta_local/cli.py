@@ -1,0 +1,227 @@
+"""The `zeta-local` command: ask, route, embed, models.
+
+What a person sees is decided here: answers on stdout as they are generated, which model
+answered and every model skipped (with why) on stderr, and a one-line error with a non-zero exit
+instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from typing import Any, Sequence
+
+from zeta_local.config import Config, load_config
+from zeta_local.errors import FallbackExhausted, ZetaError
+from zeta_local.results import Done, Fallback, GenerationResult, TextChunk
+
+PROG = "zeta-local"
+EXIT_FAILED = 1  # the request or the config failed
+EXIT_USAGE = 2  # argparse's own code for bad arguments
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.run(args) or 0)
+    except FallbackExhausted as exc:
+        if getattr(args, "json", False):
+            _print_json({"error": str(exc), "task": exc.task,
+                         "attempts": [asdict(a) for a in exc.attempts]})
+        _err(f"error: no model could answer the {exc.task!r} request")
+        for attempt in exc.attempts:
+            _err(f"  {attempt.model}: {attempt.outcome}: {attempt.detail}")
+        return EXIT_FAILED
+    except ZetaError as exc:
+        if getattr(args, "json", False):
+            _print_json({"error": str(exc)})
+        _err(f"error: {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:  # `zeta-local ask ... | head` closed our stdout: not an error
+        sys.stderr.close()
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH",
+                        help="models.toml to use (default: $ZETA_CONFIG, ./models.toml, "
+                             "then the copy shipped with zeta_local)")
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log routing decisions (-v) and llama.cpp's own log (-vv)")
+
+    parser = argparse.ArgumentParser(prog=PROG, description="Route prompts to the right local "
+                                     "GGUF model, falling back along each task's chain.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ask = sub.add_parser("ask", parents=[common], help="answer a prompt, streaming the text")
+    ask.add_argument("prompt")
+    ask.add_argument("--task", choices=("code", "reason", "chat"),
+                     help="skip the classifier and use this task's chain")
+    ask.add_argument("--max-tokens", type=int, metavar="N")
+    ask.add_argument("--temperature", type=float, metavar="T")
+    ask.add_argument("--seed", type=int, metavar="N")
+    ask.add_argument("--raw", action="store_true",
+                     help="plain completion of the prompt instead of a chat turn")
+    ask.add_argument("--json", action="store_true",
+                     help="print one JSON object with the text, model, route and attempts")
+    ask.set_defaults(run=_ask)
+
+    route = sub.add_parser("route", parents=[common], help="show the task and chain a prompt would get")
+    route.add_argument("prompt")
+    route.add_argument("--json", action="store_true")
+    route.set_defaults(run=_route)
+
+    embed = sub.add_parser("embed", parents=[common], help="embed texts into normalised vectors")
+    embed.add_argument("texts", nargs="+", metavar="TEXT")
+    embed.add_argument("--model", help="use exactly this model (default: the embed chain)")
+    embed.add_argument("--json", action="store_true")
+    embed.set_defaults(run=_embed)
+
+    models = sub.add_parser("models", parents=[common], help="list the models and their files")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(run=_models)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(name)s: %(message)s"))
+    root = logging.getLogger("zeta_local")
+    root.addHandler(handler)
+    root.propagate = False
+    # The CLI reports hops itself; library logging is for -v.
+    root.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG if verbosity > 1 else logging.ERROR)
+    logging.getLogger("zeta_local.llama_cpp").setLevel(
+        logging.DEBUG if verbosity > 1 else logging.CRITICAL)
+
+
+def _router(args: argparse.Namespace) -> Any:
+    from zeta_local.router import ZetaDynamicRouter  # imports llama.cpp: only when needed
+
+    return ZetaDynamicRouter.from_toml(args.config)
+
+
+# ---- commands ----------------------------------------------------------------------------
+
+
+def _ask(args: argparse.Namespace) -> int:
+    sampling = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
+    request: Any = args.prompt if args.raw else [{"role": "user", "content": args.prompt}]
+    with _router(args) as router:
+        if args.json:
+            result = (router.generate if args.raw else router.chat)(request, task=args.task, **sampling)
+            _print_json(_result_json(result))
+            return 0
+        result = None
+        for event in router.stream(request, task=args.task, **sampling):
+            if isinstance(event, TextChunk):
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif isinstance(event, Fallback):
+                if event.discarded_text:
+                    sys.stdout.write("\n")
+                    _err(f"{event.from_model} failed mid-answer ({event.outcome}: {event.detail}); "
+                         f"starting over with {event.to_model}")
+                else:
+                    _err(f"skipped {event.from_model}: {event.outcome}: {event.detail}")
+            elif isinstance(event, Done):
+                result = event.result
+    assert result is not None
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    usage = result.usage
+    _err(f"answered by {result.model} (task {result.task}: {result.route.reason}); "
+         f"{usage.completion_tokens} tokens in {usage.seconds:.2f} s, "
+         f"{usage.tokens_per_s:.1f} tokens/s")
+    return 0
+
+
+def _route(args: argparse.Namespace) -> int:
+    from zeta_local.router import ZetaDynamicRouter
+
+    decision = ZetaDynamicRouter(load_config(args.config)).route(args.prompt)
+    if args.json:
+        _print_json(asdict(decision))
+    else:
+        print(f"task:       {decision.task}")
+        print(f"chain:      {' -> '.join(decision.chain)}")
+        print(f"reason:     {decision.reason}")
+        print(f"confidence: {decision.confidence:.2f}")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    with _router(args) as router:
+        result = router.embed(args.texts, model=args.model)
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    for attempt in result.attempts[:-1]:
+        _err(f"skipped {attempt.model}: {attempt.outcome}: {attempt.detail}")
+    print(f"model {result.model}, dim {result.dim}")
+    for text, row in zip(args.texts, result.vectors):
+        head = ", ".join(f"{x:+.4f}" for x in row[:4])
+        print(f"norm {float((row ** 2).sum() ** 0.5):.4f}  [{head}, ...]  {text}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from zeta_local.inventory import describe_models
+
+    config: Config = load_config(args.config)
+    rows = describe_models(config)
+    if args.json:
+        _print_json({"config": str(config.path), "models": rows})
+        return 0
+    print(f"config: {config.path}")
+    header = ("NAME", "FILE", "SIZE", "QUANT", "CTX", "CAPABILITIES", "ROUTES", "SOURCE")
+    table = [header] + [(
+        r["name"], r["file"], _size(r["size_bytes"]), r["quantization"] or "-",
+        str(r["n_ctx"]), ",".join(r["capabilities"]), ",".join(r["routes"]) or "-", r["source"],
+    ) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for r in rows:
+        if r["problem"]:
+            print(f"  {r['name']}: {r['problem']}")
+    return 0
+
+
+# ---- output helpers ----------------------------------------------------------------------
+
+
+def _result_json(result: GenerationResult) -> dict[str, Any]:
+    data = result.to_dict()
+    data["route_reason"] = result.route.reason
+    return data
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""  # pragma: no cover
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _err(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

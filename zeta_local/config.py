@@ -1,0 +1,296 @@
+"""models.toml -> frozen dataclasses, validated strictly at the edge.
+
+Every problem is a ConfigError naming the file, the table and the key, because a typo that is
+silently ignored (a misspelt `n_ctx`, a route to a model that does not exist) costs a person far
+more than a loud error at start-up.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from zeta_local.errors import ConfigError
+from zeta_local.prompt_format import CHAT_FORMATS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+TASKS = ("code", "reason", "chat", "embed")
+CAPABILITIES = ("generate", "embed")
+# The capability a model needs to serve each task.
+TASK_CAPABILITY = {"code": "generate", "reason": "generate", "chat": "generate", "embed": "embed"}
+
+CONFIG_ENV = "ZETA_CONFIG"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One `[models.NAME]` table: where the GGUF comes from and how to run it."""
+
+    name: str
+    capabilities: frozenset[str]
+    # Exactly one source: a local file, a file in the Hugging Face cache, or a Python package.
+    path: Path | None = None
+    hf_repo: str | None = None
+    hf_file: str | None = None
+    hf_revision: str | None = None
+    package: str | None = None
+    sha256: str | None = None
+    description: str = ""
+    n_ctx: int = 4096
+    n_batch: int = 512
+    n_gpu_layers: int = -1  # -1 = every layer that fits on the GPU; ignored on a CPU-only build
+    chat_format: str | None = None  # overrides the GGUF's own chat template
+
+    @property
+    def source(self) -> str:
+        """Where the file comes from, for people: 'path:...', 'hf:repo/file' or 'package:...'."""
+        if self.path is not None:
+            return f"path:{self.path}"
+        if self.hf_repo is not None:
+            return f"hf:{self.hf_repo}/{self.hf_file}"
+        return f"package:{self.package}"
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """`[router]`: defaults for every request, overridable per call."""
+
+    max_tokens: int = 512
+    temperature: float = 0.3
+    top_p: float = 0.95
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+    seed: int | None = None  # None: a fresh random seed per request
+    n_threads: int | None = None  # None: one per physical core
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path  # the file it was read from
+    models: Mapping[str, ModelSpec]
+    routes: Mapping[str, tuple[str, ...]]
+    router: RouterSettings = field(default_factory=RouterSettings)
+
+    def routes_using(self, model: str) -> list[str]:
+        return [task for task, chain in self.routes.items() if model in chain]
+
+
+# ---- discovery -------------------------------------------------------------------------
+
+
+def shipped_config_path() -> Path:
+    """The models.toml inside the installed package, used when no other is found."""
+    return Path(__file__).with_name("models.toml")
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """--config PATH, then $ZETA_CONFIG, then ./models.toml, then the copy shipped in the package.
+
+    An explicitly named file that does not exist is an error, never a silent fall-through."""
+    if explicit is not None:
+        return _existing(Path(explicit), "--config")
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return _existing(Path(env), f"${CONFIG_ENV}")
+    local = Path.cwd() / "models.toml"
+    if local.is_file():
+        return local
+    return shipped_config_path()
+
+
+def _existing(path: Path, named_by: str) -> Path:
+    path = path.expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file (named by {named_by})")
+    return path
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Find, read and validate models.toml."""
+    file = find_config(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    return parse_config(data, file)
+
+
+# ---- validation ------------------------------------------------------------------------
+
+
+class _Table:
+    """Reads typed keys out of one TOML table and reports problems with file/table/key."""
+
+    def __init__(self, file: Path, name: str, data: Any):
+        self.file, self.name = file, name
+        if not isinstance(data, dict):
+            self.fail(None, f"must be a table, got {_kind(data)}")
+        self.data = dict(data)
+
+    def fail(self, key: str | None, message: str) -> None:
+        where = f"[{self.name}]" + (f" {key}" if key else "")
+        raise ConfigError(f"{self.file}: {where}: {message}")
+
+    def take(self, key: str, kind: type | tuple[type, ...], default: Any = None,
+             check: Callable[[Any], str | None] | None = None) -> Any:
+        if key not in self.data:
+            return default
+        value = self.data.pop(key)
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # TOML booleans are Python ints: `n_ctx = true` must not pass as 1.
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+            self.fail(key, f"must be {names}, got {_kind(value)} {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            self.fail(key, f"must be a finite number, got {value!r}")
+        problem = check(value) if check else None
+        if problem:
+            self.fail(key, f"{problem}, got {value!r}")
+        return value
+
+    def done(self, known: tuple[str, ...]) -> None:
+        """Any key left over is a typo or a key this version does not know."""
+        for key in self.data:
+            self.fail(key, f"unknown key; known keys are: {', '.join(known)}")
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list", dict: "a table"}
+
+
+def _kind(value: Any) -> str:
+    return _KIND_NAMES.get(type(value), type(value).__name__)
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+_MODEL_KEYS = ("path", "hf_repo", "hf_file", "hf_revision", "package", "sha256", "description",
+               "n_ctx", "n_batch", "n_gpu_layers", "chat_format", "capabilities")
+_ROUTER_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed",
+                "n_threads")
+
+
+def parse_config(data: Mapping[str, Any], file: Path) -> Config:
+    top = _Table(file, "top level", data)
+    models_data = top.take("models", dict)
+    routes_data = top.take("routes", dict)
+    router = _parse_router(_Table(file, "router", top.take("router", dict, {})))
+    top.done(("models", "routes", "router"))
+    if not models_data:
+        top.fail("models", "declare at least one [models.NAME] table")
+    models = {name: _parse_model(file, name, table) for name, table in models_data.items()}
+    if routes_data is None:
+        top.fail("routes", f"missing; add a [routes] table with a chain for each of {', '.join(TASKS)}")
+    routes = _parse_routes(_Table(file, "routes", routes_data), models)
+    return Config(path=file, models=models, routes=routes, router=router)
+
+
+def _parse_router(t: _Table) -> RouterSettings:
+    d = RouterSettings()
+    settings = RouterSettings(
+        max_tokens=t.take("max_tokens", int, d.max_tokens, _positive),
+        temperature=float(t.take("temperature", (int, float), d.temperature, _non_negative)),
+        top_p=float(t.take("top_p", (int, float), d.top_p,
+                           lambda v: None if 0 < v <= 1 else "must be in (0, 1]")),
+        top_k=t.take("top_k", int, d.top_k, _non_negative),
+        repeat_penalty=float(t.take("repeat_penalty", (int, float), d.repeat_penalty, _positive)),
+        seed=t.take("seed", int, d.seed, _non_negative),
+        n_threads=t.take("n_threads", int, d.n_threads, _positive),
+    )
+    t.done(_ROUTER_KEYS)
+    return settings
+
+
+def _parse_model(file: Path, name: str, data: Any) -> ModelSpec:
+    t = _Table(file, f"models.{name}", data)
+    if not _NAME.match(name):
+        t.fail(None, "model names may use letters, digits, '.', '_' and '-' only")
+    path = t.take("path", str)
+    hf_repo, hf_file = t.take("hf_repo", str), t.take("hf_file", str)
+    package = t.take("package", str)
+    capabilities = t.take("capabilities", list, ["generate"])
+    for cap in capabilities:
+        if cap not in CAPABILITIES:
+            t.fail("capabilities", f"unknown capability {cap!r}; use {' and/or '.join(CAPABILITIES)}")
+    if not capabilities:
+        t.fail("capabilities", "must name at least one of " + ", ".join(CAPABILITIES))
+    spec = ModelSpec(
+        name=name,
+        capabilities=frozenset(capabilities),
+        path=_resolve_path(path, file) if path is not None else None,
+        hf_repo=hf_repo,
+        hf_file=hf_file,
+        hf_revision=t.take("hf_revision", str),
+        package=package,
+        sha256=t.take("sha256", str, None,
+                      lambda v: None if _SHA256.match(v) else "must be 64 lower-case hex digits"),
+        description=t.take("description", str, ""),
+        n_ctx=t.take("n_ctx", int, ModelSpec.n_ctx,
+                     lambda v: None if v >= 16 else "must be at least 16 tokens"),
+        n_batch=t.take("n_batch", int, ModelSpec.n_batch, _positive),
+        n_gpu_layers=t.take("n_gpu_layers", int, ModelSpec.n_gpu_layers,
+                            lambda v: None if v >= -1 else "must be -1 (all) or >= 0"),
+        chat_format=t.take("chat_format", str, None,
+                           lambda v: None if v in CHAT_FORMATS
+                           else "must be one of " + ", ".join(CHAT_FORMATS)),
+    )
+    t.done(_MODEL_KEYS)
+    sources = [s for s, v in (("path", path), ("hf_repo", hf_repo), ("package", package)) if v]
+    if len(sources) != 1:
+        t.fail(None, "needs exactly one source: `path`, `hf_repo` + `hf_file`, or `package`"
+               + (f" (found {', '.join(sources)})" if sources else ""))
+    if (hf_repo is None) != (hf_file is None):
+        t.fail("hf_file" if hf_file is None else "hf_repo", "`hf_repo` and `hf_file` go together")
+    return spec
+
+
+def _resolve_path(raw: str, config_file: Path) -> Path:
+    """`~` and $VARS are expanded; a relative path is relative to the config file's folder."""
+    path = Path(os.path.expandvars(os.path.expanduser(raw)))
+    return path if path.is_absolute() else config_file.parent.absolute() / path
+
+
+def _parse_routes(t: _Table, models: Mapping[str, ModelSpec]) -> dict[str, tuple[str, ...]]:
+    routes: dict[str, tuple[str, ...]] = {}
+    for task in TASKS:
+        chain = t.take(task, list)
+        if chain is None:
+            t.fail(task, f"missing; every task ({', '.join(TASKS)}) needs a chain of models")
+        if not chain:
+            t.fail(task, "the chain is empty; list at least one model")
+        need = TASK_CAPABILITY[task]
+        for name in chain:
+            if not isinstance(name, str):
+                t.fail(task, f"chain entries must be model names (strings), got {name!r}")
+            if name not in models:
+                t.fail(task, f"names model {name!r}, which has no [models.{name}] table; "
+                             f"declared models: {', '.join(models)}")
+            if need not in models[name].capabilities:
+                t.fail(task, f"model {name!r} cannot serve {task!r}: it lacks the {need!r} "
+                             f"capability (add it to [models.{name}] capabilities if it has it)")
+        if len(set(chain)) != len(chain):
+            t.fail(task, "names a model twice")
+        routes[task] = tuple(chain)
+    t.done(TASKS)
+    return routes

@@ -1,0 +1,127 @@
+"""The typed values the router hands back: decisions, attempts, results and stream events."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+# Outcomes of one attempt on one model. Every attempt ends in exactly one of these.
+OK = "ok"
+MISSING = "missing"  # the model's file is not on this machine
+INVALID_FILE = "invalid_file"  # the file is not a valid GGUF (wrong magic, truncated, corrupt)
+LOAD_FAILED = "load_failed"  # llama.cpp refused to load it
+CONTEXT_OVERFLOW = "context_overflow"  # the prompt does not fit this model's context
+ERROR = "error"  # the model raised while generating or embedding
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One model tried for one request."""
+
+    model: str
+    outcome: str
+    detail: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == OK
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """Which task a request is, which models will be tried in which order, and why."""
+
+    task: str
+    chain: tuple[str, ...]
+    reason: str
+    confidence: float = 1.0
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float  # wall time of the answering attempt
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """The answer to generate()/chat(): the text, who produced it, and what was tried before."""
+
+    text: str
+    model: str
+    task: str
+    finish_reason: str  # "stop" (end of text or a stop string) or "length" (max_tokens)
+    usage: Usage
+    route: RouteDecision
+    attempts: tuple[Attempt, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["usage"]["tokens_per_s"] = round(self.usage.tokens_per_s, 2)
+        return data
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """One L2-normalised row per input text. Vectors of different models live in different
+    spaces, so `model` always says which one made them."""
+
+    vectors: np.ndarray = field(repr=False)
+    model: str
+    attempts: tuple[Attempt, ...]
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "dim": self.dim,
+            "vectors": self.vectors.tolist(),
+            "attempts": [asdict(a) for a in self.attempts],
+        }
+
+
+# Events of router.stream(): text as it is produced, a notice when the answering model
+# changes, and one final event carrying the whole result.
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    text: str
+    model: str
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """The model that was answering failed; `to_model` is tried next.
+
+    `discarded_text` is what the failed model had already streamed: the next model starts the
+    answer over, so a consumer that printed that text should mark it as abandoned."""
+
+    from_model: str
+    to_model: str
+    outcome: str
+    detail: str
+    discarded_text: str = ""
+
+
+@dataclass(frozen=True)
+class Done:
+    result: GenerationResult
+
+
+StreamEvent = Union[TextChunk, Fallback, Done]
