@@ -182,7 +182,7 @@ def test_chat_uses_the_models_own_template(router: ZetaDynamicRouter):
     (lambda r: r.generate("hi", stop=[""]), "stop must be"),
     (lambda r: r.generate("hi", temprature=0.5), "unknown sampling parameter(s) temprature"),
     (lambda r: r.chat([]), "non-empty list"),
-    (lambda r: r.chat("hello"), "non-empty list"),
+    (lambda r: r.chat("hello"), "use generate() for a plain prompt"),
     (lambda r: r.chat([{"role": "robot", "content": "x"}]), "role"),
     (lambda r: r.chat([{"role": "system", "content": "be brief"}]), "no user text"),
 ])

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from typing import Any, Sequence
 
 from zeta_local.config import Config, load_config
-from zeta_local.errors import FallbackExhausted, ZetaError
+from zeta_local.errors import FallbackExhausted, InvalidRequest, ZetaError
 from zeta_local.results import Done, Fallback, GenerationResult, TextChunk
 
 PROG = "zeta-local"
@@ -113,6 +113,8 @@ def _router(args: argparse.Namespace) -> Any:
 
 
 def _ask(args: argparse.Namespace) -> int:
+    if not args.prompt.strip():
+        raise InvalidRequest("the prompt is empty; nothing to answer")
     sampling = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
     request: Any = args.prompt if args.raw else [{"role": "user", "content": args.prompt}]
     with _router(args) as router:

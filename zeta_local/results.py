@@ -44,7 +44,7 @@ class RouteDecision:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
-    seconds: float  # wall time of the answering attempt
+    seconds: float  # generation time of the answering model, its load excluded
 
     @property
     def total_tokens(self) -> int:

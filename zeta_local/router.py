@@ -26,7 +26,7 @@ from zeta_local.prompt_format import validate_messages
 from zeta_local.results import (CONTEXT_OVERFLOW, ERROR, INVALID_FILE, LOAD_FAILED, MISSING, OK,
                                 Attempt, Done, EmbeddingResult, Fallback, GenerationResult,
                                 RouteDecision, StreamEvent, TextChunk, Usage)
-from zeta_local.sampling import resolve_sampling
+from zeta_local.sampling import SamplingParams, resolve_sampling
 from zeta_local.sources import find_model_file
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,10 @@ class ZetaDynamicRouter:
     def chat(self, messages: Sequence[dict[str, str]], task: str | None = None,
              **sampling: Any) -> GenerationResult:
         """Answer a conversation, formatted with each model's own chat template."""
-        return _last(self.stream(_check_messages(messages), task=task, **sampling))
+        if isinstance(messages, str):
+            raise InvalidRequest("chat() takes a non-empty list of {'role': ..., 'content': ...} "
+                                 "messages; use generate() for a plain prompt")
+        return _last(self.stream(messages, task=task, **sampling))
 
     def stream(self, prompt_or_messages: str | Sequence[dict[str, str]], task: str | None = None,
                **sampling: Any) -> Iterator[StreamEvent]:
@@ -153,7 +156,7 @@ class ZetaDynamicRouter:
         return self._run_chain(prompt_or_messages, messages, decision, params)
 
     def _run_chain(self, prompt: Any, messages: list[dict[str, str]] | None,
-                   decision: RouteDecision, params: Any) -> Iterator[StreamEvent]:
+                   decision: RouteDecision, params: SamplingParams) -> Iterator[StreamEvent]:
         attempts: list[Attempt] = []
         for position, name in enumerate(decision.chain):
             started = time.monotonic()
@@ -166,6 +169,7 @@ class ZetaDynamicRouter:
                     rendered = model.render_chat(messages)
                     text, stop = rendered.text, rendered.stop
                 end = None
+                generation_started = time.monotonic()  # usage excludes the load
                 with model.lock:  # a llama.cpp context serves one request at a time
                     for piece in model.generate(text, params.with_stop(stop)):
                         if isinstance(piece, str):
@@ -184,13 +188,14 @@ class ZetaDynamicRouter:
                 if following:
                     yield Fallback(name, following, attempt.outcome, attempt.detail, "".join(produced))
                 continue
-            seconds = time.monotonic() - started
+            now = time.monotonic()
             assert end is not None, "a generation ended without its summary"
-            attempts.append(Attempt(name, OK, f"{end.completion_tokens} tokens in {seconds:.2f} s", seconds))
+            attempts.append(Attempt(name, OK, f"{end.completion_tokens} tokens in {now - started:.2f} s",
+                                    now - started))
             yield Done(GenerationResult(
                 text="".join(produced), model=name, task=decision.task,
                 finish_reason=end.finish_reason,
-                usage=Usage(end.prompt_tokens, end.completion_tokens, seconds),
+                usage=Usage(end.prompt_tokens, end.completion_tokens, now - generation_started),
                 route=decision, attempts=tuple(attempts)))
             return
         raise FallbackExhausted(decision.task, attempts)

@@ -1,0 +1,127 @@
+"""The `zeta-local` command in a subprocess, as a person or a script would run it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.fixture
+def config(write_config: Callable[..., Path]) -> Path:
+    return write_config({"big": {"path": "/nonexistent/big.gguf"}, "broken": {"model": "truncated"},
+                         "small": {"model": "tiny-a"}},
+                        routes={"embed": ["broken", "small"]})
+
+
+def test_ask_json_shows_the_chain_of_attempts(config: Path):
+    """--json prints one object: text, model, task, route reason, attempts and usage."""
+    proc = run_cli("ask", "def f(x): return x  # add a docstring", "--json", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["model"] == "small" and data["task"] == "code"
+    assert data["route_reason"].startswith("code")
+    assert [(a["model"], a["outcome"]) for a in data["attempts"]] == [
+        ("big", "missing"), ("broken", "invalid_file"), ("small", "ok")]
+    assert data["usage"]["completion_tokens"] > 0 and isinstance(data["text"], str)
+
+
+def test_ask_streams_answer_and_reports_on_stderr(config: Path):
+    """Text goes to stdout; skipped models with reasons and the answering model go to stderr."""
+    proc = run_cli("ask", "hello there", "--task", "chat", "--max-tokens", "8", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped big: missing: no file at /nonexistent/big.gguf" in proc.stderr
+    assert "skipped broken: invalid_file:" in proc.stderr and "truncated" in proc.stderr
+    assert "answered by small (task chat: task given by the caller)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_failed_request_is_one_error_and_nonzero_exit(write_config: Callable[..., Path]):
+    """When no model can answer: exit 1, the attempts listed, no traceback."""
+    path = write_config({"big": {"path": "/nonexistent/big.gguf"}, "broken": {"model": "not-gguf"}})
+    proc = run_cli("ask", "hello", "--config", str(path))
+    assert proc.returncode == 1
+    assert "error: no model could answer the 'chat' request" in proc.stderr
+    assert "  big: missing:" in proc.stderr and "  broken: invalid_file:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_cli("ask", "hello", "--json", "--config", str(path))
+    assert proc.returncode == 1 and json.loads(proc.stdout)["attempts"][0]["model"] == "big"
+
+
+def test_config_typo_is_a_one_line_error(tmp_path: Path, config: Path):
+    """A models.toml with a typo fails with the file, table and key, not a traceback."""
+    broken = tmp_path / "typo.toml"
+    broken.write_text(config.read_text().replace("max_tokens", "max_tokes"))
+    for command in (["ask", "hi"], ["models"], ["route", "hi"], ["embed", "hi"]):
+        proc = run_cli(*command, "--config", str(broken))
+        assert proc.returncode == 1, command
+        assert proc.stderr.strip().splitlines() == [
+            f"zeta-local: error: {broken}: [router] max_tokes: unknown key; known keys are: "
+            "max_tokens, temperature, top_p, top_k, repeat_penalty, seed, n_threads"]
+
+
+def test_bad_arguments_exit_2(config: Path):
+    """argparse's usage errors keep their conventional exit status."""
+    assert run_cli("ask", "hi", "--task", "poetry", "--config", str(config)).returncode == 2
+    assert run_cli("frobnicate").returncode == 2
+
+
+def test_empty_prompt_is_an_error(config: Path):
+    """An empty prompt is refused with a message, before any model loads."""
+    proc = run_cli("ask", "  ", "--config", str(config))
+    assert proc.returncode == 1 and "the prompt is empty" in proc.stderr
+
+
+def test_route_json(config: Path):
+    """route explains the decision without running a model."""
+    proc = run_cli("route", "Solve for x: 3x + 7 = 22, step by step", "--json", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["task"] == "reason" and data["chain"] == ["big", "broken", "small"]
+    assert data["reason"]
+
+
+def test_embed_prints_normalised_vectors(config: Path):
+    """embed --json returns one unit vector per text and names the model."""
+    proc = run_cli("embed", "first text", "second text", "--json", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["model"] == "small" and data["dim"] == 64 and len(data["vectors"]) == 2
+    for row in data["vectors"]:
+        assert abs(sum(x * x for x in row) - 1.0) < 1e-4
+    assert data["attempts"][0]["outcome"] == "invalid_file"
+    proc = run_cli("embed", "first text", "--config", str(config))
+    assert "model small, dim 64" in proc.stdout and "norm 1.0000" in proc.stdout
+
+
+def test_models_lists_files_and_routes(config: Path):
+    """models reports each model's source, whether its file is here, and the routes using it."""
+    proc = run_cli("models", "--json", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["name"]: row for row in json.loads(proc.stdout)["models"]}
+    assert rows["big"]["file"] == "missing" and "no file at" in rows["big"]["problem"]
+    assert rows["broken"]["file"] == "invalid" and "truncated" in rows["broken"]["problem"]
+    small = rows["small"]
+    assert small["file"] == "present" and small["quantization"] == "ALL_F32"
+    assert small["size_bytes"] > 0 and small["trained_context"] == 2048
+    assert small["routes"] == ["code", "reason", "chat", "embed"]
+    text = run_cli("models", "--config", str(config)).stdout
+    assert "small" in text and "present" in text and "missing" in text
+
+
+@pytest.mark.real_model
+def test_quickstart_answer_comes_from_tiny(tmp_path: Path, gemma_path: Path):
+    """The README's first command: with the shipped models.toml and no big weights on this
+    machine, the big models are reported missing and the embedded default answers."""
+    proc = run_cli("ask", "Write a Python function that reverses a string", "--max-tokens", "24",
+                   "--json", cwd=tmp_path, env={"HF_HUB_CACHE": str(tmp_path / "empty-hf-cache")})
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["task"] == "code" and data["model"] == "tiny"
+    assert [(a["model"], a["outcome"]) for a in data["attempts"]] == [
+        ("coder-7b", "missing"), ("general-4b", "missing"), ("reason-14b", "missing"), ("tiny", "ok")]
+    assert data["text"].strip(), "Gemma 3 270M answered with nothing"
