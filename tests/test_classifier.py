@@ -1,0 +1,333 @@
+"""Tests for zeta_local.classifier: accuracy on the labelled prompts, each signal family, edge cases, speed."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LABELLED = ROOT / "tests" / "data" / "labelled_prompts.jsonl"
+
+
+import zeta_local.classifier as C  # noqa: E402
+
+classify = C.classify
+
+
+def _labelled() -> list[dict[str, str]]:
+    with LABELLED.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ---------------------------------------------------------------- accuracy and data set
+
+
+def test_labelled_set_is_large_balanced_and_valid():
+    """The accuracy test means little on a small, lopsided or mislabelled-format set."""
+    rows = _labelled()
+    assert len(rows) >= 90
+    counts = {task: sum(r["task"] == task for r in rows) for task in C.TASKS}
+    assert set(r["task"] for r in rows) <= set(C.TASKS)
+    assert all(isinstance(r["prompt"], str) and r["prompt"].strip() for r in rows)
+    assert min(counts.values()) >= 0.25 * len(rows), counts
+
+
+def test_accuracy_on_labelled_prompts_is_at_least_90_percent():
+    """The router's model choice is only as good as the classifier's decisions on realistic prompts."""
+    rows = _labelled()
+    wrong = []
+    for row in rows:
+        result = classify(row["prompt"])
+        if result.task != row["task"]:
+            wrong.append(f"  expected {row['task']}, got {result.reason}: {row['prompt'][:100]!r}")
+    accuracy = 1 - len(wrong) / len(rows)
+    assert accuracy >= 0.90, f"accuracy {accuracy:.3f}; misclassified:\n" + "\n".join(wrong)
+
+
+# ---------------------------------------------------------------- code signals
+
+
+def test_code_fence_is_a_strong_code_signal():
+    """A fenced block is the clearest sign of code, strong enough on its own for full confidence."""
+    result = classify("```\nfoo bar baz\n```")
+    assert result.task == "code"
+    assert "code_fence" in result.signals
+    assert result.confidence == 1.0
+
+
+def test_inline_backticks_count_as_code():
+    """Inline code (`git status`) marks a code question even in otherwise plain prose."""
+    result = classify("What does `git stash pop` do?")
+    assert result.task == "code"
+    assert "inline_code" in result.signals
+
+
+@pytest.mark.parametrize("prompt, signal", [
+    ("def greet(name):\n    return 'hi ' + name", "syntax:def"),
+    ("class Stack:\n    pass", "syntax:class"),
+    ("import numpy as np", "syntax:import"),
+    ("#include <vector>\nint main() { return 0; }", "syntax:include"),
+    ("SELECT id, name FROM customers WHERE age > 30", "syntax:sql"),
+    ("if (x > 0) {\n  y = 1;\n}", "syntax:braces_semicolons"),
+    ("for item in items:\n    total += item", "syntax:indented_block"),
+    ("const add = (a, b) => a + b;", "syntax:arrow"),
+    ("function hello(name) { console.log(name); }", "syntax:function"),
+])
+def test_code_syntax_signals(prompt, signal):
+    """Each kind of code syntax must fire its own named signal and route to code."""
+    result = classify(prompt)
+    assert result.task == "code", result.reason
+    assert signal in result.signals, result.signals
+
+
+@pytest.mark.parametrize("prompt, signal", [
+    ('Traceback (most recent call last):\n  File "x.py", line 3, in <module>\n    f()\nKeyError: 3', "traceback"),
+    ("Getting TypeError: unsupported operand type(s) for +", "error_name"),
+    ("java.lang.NullPointerException thrown at startup", "error_name"),
+    ("my program segfaults right after start, segmentation fault (core dumped)", "crash"),
+    ("src/lib.c:42:7: error: 'count' undeclared", "compiler_error"),
+])
+def test_stack_traces_and_errors_are_code(prompt, signal):
+    """Pasted traces and error lines are debugging requests even when no question is asked."""
+    result = classify(prompt)
+    assert result.task == "code", result.reason
+    assert signal in result.signals, result.signals
+
+
+@pytest.mark.parametrize("prompt, signal", [
+    ("How do I read a CSV file in Python?", "language:python"),
+    ("What's the difference between TypeScript interfaces and types?", "language:typescript"),
+    ("My docker image is 2 GB, how can I shrink it?", "tool:docker"),
+    ("How do I squash commits with git?", "tool:git"),
+    ("Write a regex for US zip codes", "tool:regex"),
+])
+def test_language_and_tool_names_are_code(prompt, signal):
+    """Naming a programming language or developer tool is enough to route to code."""
+    result = classify(prompt)
+    assert result.task == "code", result.reason
+    assert signal in result.signals, result.signals
+
+
+@pytest.mark.parametrize("prompt", [
+    "I'd love a strong cup of Java this morning",
+    "Which beaches on Java are best for surfing?",
+    "How do I get rust off garden tools?",
+    "Let's go for a walk after lunch",
+    "The function of the kidneys is to filter blood, right?",
+    "Write a poem about a python coiled in a tree",
+    "What does a python eat?",
+    "What's the zip code for Boston?",
+    "I think I caught a stomach bug",
+    "My coworker keeps lying to me, what should I do?",
+    "What's the average lifespan of a cat?",
+])
+def test_ambiguous_words_without_code_context_stay_chat(prompt):
+    """Words with everyday meanings ('Java', 'rust', 'go', 'function', 'zip code', 'lying') must stay chat."""
+    result = classify(prompt)
+    assert result.task == "chat", result.reason
+
+
+@pytest.mark.parametrize("prompt, signal", [
+    ("Implement a queue in Java", "language_hint:java"),
+    ("Write a Rust function that parses JSON", "language:rust"),
+    ("How do goroutines communicate?", "language:go"),
+    ("Should I learn Go or Rust first?", "language:go"),
+])
+def test_ambiguous_words_with_code_context_are_code(prompt, signal):
+    """The same ambiguous names do mean code next to programming words."""
+    result = classify(prompt)
+    assert result.task == "code", result.reason
+    assert signal in result.signals, result.signals
+
+
+# ---------------------------------------------------------------- reason signals
+
+
+@pytest.mark.parametrize("prompt, signal", [
+    ("Solve 5x - 3 = 12", "math:equation"),
+    ("What is the derivative of x^2 * ln(x)?", "math:derivative"),
+    ("Compute the integral of cos(x) from 0 to pi", "math:integral"),
+    ("What is the probability of drawing two aces in a row?", "math:probability"),
+    ("Prove that there are infinitely many primes.", "math:prove"),
+    ("What is 345 * 12 + 19?", "arithmetic"),
+])
+def test_math_signals_are_reason(prompt, signal):
+    """Multi-step math goes to the reasoning model."""
+    result = classify(prompt)
+    assert result.task == "reason", result.reason
+    assert signal in result.signals, result.signals
+
+
+def test_math_function_word_is_reason_not_code():
+    """'function' in a math question must not pull it to code: there is no code in it."""
+    result = classify("Find the minimum of the function g(x) = x^2 - 4x + 7.")
+    assert result.task == "reason", result.reason
+
+
+def test_step_by_step_requests_are_reason():
+    """An explicit request to reason step by step is a reasoning task whatever the topic."""
+    result = classify("Think step by step: should I take the earlier flight or the later one?")
+    assert result.task == "reason", result.reason
+    assert "step_by_step" in result.signals
+
+
+@pytest.mark.parametrize("prompt, signal", [
+    ("Here's a riddle: what has keys but can't open locks?", "puzzle:riddle"),
+    ("Two guards: one always lies, one always tells the truth. Who is lying if A says B is the liar?",
+     "puzzle:always lies"),
+    ("If all cats are mammals and all mammals breathe, do all cats breathe?", "logic:syllogism"),
+])
+def test_puzzles_and_logic_are_reason(prompt, signal):
+    """Logic puzzles and riddles need the reasoning model."""
+    result = classify(prompt)
+    assert result.task == "reason", result.reason
+    assert signal in result.signals, result.signals
+
+
+@pytest.mark.parametrize("prompt, signal", [
+    ("Compare the trade-offs of leasing versus buying a car.", "analysis:trade-offs"),
+    ("Plan a two-week study schedule for the bar exam.", "planning:plan"),
+    ("Design a strategy to grow a newsletter to 10,000 subscribers.", "planning:strategy"),
+])
+def test_analysis_and_planning_are_reason(prompt, signal):
+    """Trade-off analysis and planning are reasoning tasks, not chit-chat."""
+    result = classify(prompt)
+    assert result.task == "reason", result.reason
+    assert signal in result.signals, result.signals
+
+
+def test_word_problems_are_reason():
+    """Classic word problems ('a train leaves...') need arithmetic over several steps."""
+    result = classify("A train leaves at 9 am going 50 mph; a second leaves at 10 am going 70 mph. "
+                      "When does the second catch up?")
+    assert result.task == "reason", result.reason
+    assert "word_problem" in result.signals
+
+
+# ---------------------------------------------------------------- chat and decisions
+
+
+@pytest.mark.parametrize("prompt", ["hi", "Hello there!", "thanks!", "good morning"])
+def test_greetings_are_chat(prompt):
+    """Short greetings go to the chat model, with a greeting signal to explain why."""
+    result = classify(prompt)
+    assert result.task == "chat"
+    assert "greeting" in result.signals
+
+
+@pytest.mark.parametrize("prompt", [
+    "Write a poem about the sea",
+    "Write an email to my boss asking for Friday off",
+    "Write a limerick about a programmer and a cat",
+])
+def test_creative_writing_is_chat(prompt):
+    """Creative writing is chat, even when it mentions a programming word."""
+    result = classify(prompt)
+    assert result.task == "chat", result.reason
+    assert "creative_writing" in result.signals
+
+
+def test_plain_questions_are_chat_with_no_signals():
+    """Simple factual questions carry no code or reasoning evidence and say so."""
+    result = classify("What is the capital of Canada?")
+    assert result.task == "chat"
+    assert result.signals == ()
+    assert result.reason == "chat: no code or reasoning signals"
+
+
+def test_code_beats_reason_when_code_is_requested_or_present():
+    """A request to write code about math is a code task, however many math words it has."""
+    result = classify("Write a Python function to compute the derivative of a polynomial")
+    assert result.task == "code", result.reason
+    assert result.scores["reason"] > result.scores["code"]  # won by the rule, not by the sum
+    assert "override:code_over_reason" in result.signals
+    fenced = classify("Why does this print 0.30000000000000004?\n```python\nprint(0.1 + 0.2)\n```")
+    assert fenced.task == "code", fenced.reason
+
+
+def test_reason_line_names_every_fired_signal():
+    """`reason` is what a person reads to understand a decision: it must name the signals behind it."""
+    for row in _labelled():
+        result = classify(row["prompt"])
+        assert isinstance(result.reason, str) and result.reason
+        assert result.reason.startswith(result.task + ": ")
+        for signal in result.signals:
+            assert signal in result.reason, (signal, result.reason)
+
+
+def test_result_shape_is_consistent():
+    """Other modules rely on the task, score keys and confidence range."""
+    for row in _labelled():
+        result = classify(row["prompt"])
+        assert result.task in C.TASKS
+        assert set(result.scores) == set(C.TASKS)
+        assert 0.0 <= result.confidence <= 1.0
+        assert isinstance(result.signals, tuple)
+    assert C.TASKS == ("code", "reason", "chat")
+
+
+@pytest.mark.parametrize("prompt", ["", " ", "\n\t  \n"])
+def test_empty_and_whitespace_prompts_are_chat_without_signals(prompt):
+    """The router rejects empty prompts itself; the classifier must simply not crash on them."""
+    result = classify(prompt)
+    assert result.task == "chat"
+    assert result.signals == ()
+    assert result.reason == "chat: no code or reasoning signals"
+
+
+def test_same_input_gives_same_output():
+    """Routing must be reproducible: the same prompt always gets the same decision and explanation."""
+    for row in _labelled():
+        first, second = classify(row["prompt"]), classify(row["prompt"])
+        assert first == second
+        assert first.reason == second.reason
+
+
+# ---------------------------------------------------------------- speed and robustness
+
+
+def _best_ms(prompt: str, runs: int = 3) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        classify(prompt)
+        best = min(best, (time.perf_counter() - start) * 1000)
+    return best
+
+
+@pytest.mark.parametrize("prompt", [
+    "x" * 1_000_000,
+    "def f(x):\n    return x + 1  # comment\n" * 28_000,
+    "The quick brown fox jumps over the lazy dog. " * 23_000,
+], ids=["one_word", "code", "prose"])
+def test_one_megabyte_prompt_is_fast(prompt):
+    """A 1 MB paste must classify without error in well under the time a request takes (bound: 50 ms)."""
+    assert len(prompt) >= 1_000_000
+    assert classify(prompt).task in C.TASKS
+    assert _best_ms(prompt) < 50
+
+
+@pytest.mark.parametrize("prompt", [
+    "a" * 5000, "{;" * 2500, "if " * 1700, "SELECT " * 700, "`" * 5000, "1+" * 2500, "--a" * 1700,
+    "write a " * 600, ":\n " * 1700, "a=\n" * 1700, "all x are " * 500, "(" * 5000, "<a " * 1700,
+])
+def test_pathological_inputs_do_not_backtrack(prompt):
+    """Repetitive input is where regexes backtrack catastrophically; each must stay fast."""
+    assert _best_ms(prompt) < 50
+
+
+def test_normal_prompts_take_well_under_a_millisecond():
+    """Classification sits on every request's path; the median over the labelled set must be far below 1 ms."""
+    prompts = [row["prompt"] for row in _labelled()]
+    timings = []
+    for _ in range(5):
+        for prompt in prompts:
+            start = time.perf_counter_ns()
+            classify(prompt)
+            timings.append(time.perf_counter_ns() - start)
+    assert statistics.median(timings) < 1_000_000  # ns; typically tens of microseconds
