@@ -259,3 +259,37 @@ def test_bad_config_is_a_config_error(tmp_path: Path):
     bad.write_text("[models.a]\npath = 3\n")
     with pytest.raises(ConfigError, match=r"\[models.a\] path: must be a string"):
         ZetaDynamicRouter.from_toml(bad)
+
+
+LOAD_WHILE_PRINTING = """
+import os, sys, threading
+from zeta_local import ZetaDynamicRouter
+router = ZetaDynamicRouter.from_toml(sys.argv[1])
+done = threading.Event()
+def load_repeatedly():
+    for _ in range(30):
+        router._get_model("a", embedding=False).close()
+        router._loaded.clear()
+    done.set()
+threading.Thread(target=load_repeatedly).start()
+written = 0
+while not done.is_set() or written < 200:
+    os.write(1, b"line\\n")
+    written += 1
+sys.stderr.write(f"{written}\\n")
+"""
+
+
+def test_loading_never_silences_other_threads_output(tmp_path: Path, write_config: Callable[..., Path]):
+    """A load must not redirect the process's stdout/stderr (llama-cpp-python does so with
+    verbose=False): an application's other threads would lose what they print meanwhile."""
+    import subprocess
+    import sys
+
+    path = write_config({"a": {"model": "tiny-a"}})
+    proc = subprocess.run([sys.executable, "-c", LOAD_WHILE_PRINTING, str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    written = int(proc.stderr.strip().splitlines()[-1])
+    assert proc.stdout.count("line\n") == written
+    assert "llama" not in proc.stderr.lower(), "llama.cpp or llama-cpp-python printed to stderr"

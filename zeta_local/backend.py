@@ -7,7 +7,9 @@ fault injection can wrap the real backend instead of replacing it with a mock.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
+import io
 import logging
 import random
 import threading
@@ -73,7 +75,12 @@ class LlamaCppBackend:
         kwargs: dict[str, Any] = dict(
             model_path=str(path), n_ctx=n_ctx, n_batch=min(spec.n_batch, n_ctx),
             n_gpu_layers=spec.n_gpu_layers, n_threads=n_threads, n_threads_batch=n_threads,
-            use_mmap=True, verbose=False,
+            use_mmap=True,
+            # verbose=False would point the whole process's stdout and stderr file descriptors
+            # at /dev/null during the load, swallowing what other threads print meanwhile.
+            # llama.cpp's log already goes to `logging`; llama-cpp-python's own few lines are
+            # caught below.
+            verbose=True,
         )
         if embedding:
             # Pooled embeddings need a whole text in one micro-batch.
@@ -81,11 +88,17 @@ class LlamaCppBackend:
             kwargs |= dict(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
                            n_batch=batch, n_ubatch=batch)
         _LAST_ERRORS.lines = []
+        printed = io.StringIO()
         try:
-            llm = llama_cpp.Llama(**kwargs)
+            with contextlib.redirect_stderr(printed):
+                llm = llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError, OSError) as exc:
             why = "; ".join(_LAST_ERRORS.lines[-2:]) or str(exc)
             raise ModelLoadError(f"llama.cpp could not load {path}: {why}") from None
+        finally:
+            for line in printed.getvalue().splitlines():
+                llama_log.debug("%s", line)
+        llm.verbose = False  # no more prints from llama-cpp-python while generating
         return LlamaCppModel(spec, llm, info, embedding)
 
 
