@@ -123,26 +123,30 @@ def _ask(args: argparse.Namespace) -> int:
             _print_json(_result_json(result))
             return 0
         result = None
-        for event in router.stream(request, task=args.task, **sampling):
-            if isinstance(event, TextChunk):
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-            elif isinstance(event, Fallback):
-                if event.discarded_text:
-                    sys.stdout.write("\n")
-                    _err(f"{event.from_model} failed mid-answer ({event.outcome}: {event.detail}); "
-                         f"starting over with {event.to_model}")
-                else:
-                    _err(f"skipped {event.from_model}: {event.outcome}: {event.detail}")
-            elif isinstance(event, Done):
-                result = event.result
+        try:
+            for event in router.stream(request, task=args.task, **sampling):
+                if isinstance(event, TextChunk):
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+                elif isinstance(event, Fallback):
+                    if event.discarded_text:
+                        sys.stdout.write("\n")
+                        _err(f"{event.from_model} failed mid-answer ({event.outcome}: "
+                             f"{event.detail}); starting over with {event.to_model}")
+                    else:
+                        _err(f"skipped {event.from_model}: {event.outcome}: {event.detail}")
+                elif isinstance(event, Done):
+                    result = event.result
+        finally:
+            # End the answer's line, also when a model failed half-way through it.
+            sys.stdout.write("\n")
+            sys.stdout.flush()
     assert result is not None
-    sys.stdout.write("\n")
-    sys.stdout.flush()
     usage = result.usage
     _err(f"answered by {result.model} (task {result.task}: {result.route.reason}); "
          f"{usage.completion_tokens} tokens in {usage.seconds:.2f} s, "
-         f"{usage.tokens_per_s:.1f} tokens/s")
+         f"{usage.tokens_per_s:.1f} tokens/s"
+         + (", cut at max_tokens" if result.finish_reason == "length" else ""))
     return 0
 
 
