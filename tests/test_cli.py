@@ -125,3 +125,14 @@ def test_quickstart_answer_comes_from_tiny(tmp_path: Path, gemma_path: Path):
     assert [(a["model"], a["outcome"]) for a in data["attempts"]] == [
         ("coder-7b", "missing"), ("general-4b", "missing"), ("reason-14b", "missing"), ("tiny", "ok")]
     assert data["text"].strip(), "Gemma 3 270M answered with nothing"
+
+
+def test_last_model_failing_mid_answer(write_config: Callable[..., Path]):
+    """The partial answer's line is ended, the failure is explained, and the exit is 1."""
+    path = write_config({"only": {"model": "tiny-a"}}, router={"max_tokens": 20})
+    proc = run_cli("ask", "hello", "--task", "chat", "--config", str(path),
+                   env={"ZETA_INJECT_FAULTS": "only=raise_after:3"})
+    assert proc.returncode == 1
+    assert proc.stdout.endswith("\n") and proc.stdout.strip()
+    assert "only: error: injected fault raise_after:3" in proc.stderr
+    assert "Traceback" not in proc.stderr
