@@ -59,9 +59,10 @@ def test_config_typo_is_a_one_line_error(tmp_path: Path, config: Path):
     for command in (["ask", "hi"], ["models"], ["route", "hi"], ["embed", "hi"]):
         proc = run_cli(*command, "--config", str(broken))
         assert proc.returncode == 1, command
-        assert proc.stderr.strip().splitlines() == [
-            f"zeta-local: error: {broken}: [router] max_tokes: unknown key; known keys are: "
-            "max_tokens, temperature, top_p, top_k, repeat_penalty, seed, n_threads"]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert lines[0].startswith(f"zeta-local: error: {broken}: [router] max_tokes: unknown key; "
+                                   "did you mean 'max_tokens'? known keys are: max_tokens, ")
 
 
 def test_bad_arguments_exit_2(config: Path):

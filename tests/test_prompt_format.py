@@ -89,6 +89,8 @@ def test_fault_specs():
     """MODEL=KIND;MODEL=KIND:N, with whitespace tolerated and mistakes rejected."""
     assert parse_faults(" a=fail_load ; b-2=raise_after:3;") == {
         "a": Fault("fail_load"), "b-2": Fault("raise_after", 3)}
+    assert parse_faults("x=stall_after:3;y=hang_prefill;z=slow_token:50") == {
+        "x": Fault("stall_after", 3), "y": Fault("hang_prefill"), "z": Fault("slow_token", 50)}
     for bad in ("a", "a=raise_after", "a=fail_load:2", "a=melt", "=fail_load"):
         with pytest.raises(InvalidRequest, match="cannot read"):
             parse_faults(bad)

@@ -78,22 +78,27 @@ def test_error_during_generation_falls_back(write_config: Callable[..., Path]):
     assert "injected fault raise_after:0" in result.attempts[0].detail
 
 
-def test_mid_stream_failure_says_what_was_discarded(write_config: Callable[..., Path]):
-    """A model that fails after streaming text: the Fallback event carries the text it dropped,
-    and the final answer is the next model's alone."""
+def test_mid_stream_failure_continues_on_the_next_model(write_config: Callable[..., Path]):
+    """A model that fails after streaming text: the next model continues from the text so far
+    (it is the prefix of its prompt), the Fallback event says so, and the result is the whole
+    answer."""
     path = write_config({"first": {"model": "tiny-a"}, "second": {"model": "tiny-b"}},
-                        router={"max_tokens": 12})
+                        router={"max_tokens": 12}, routes={"code": ["second"]})
     with ZetaDynamicRouter.from_toml(path, faults="first=raise_after:3") as router:
         events = list(router.stream("hello", task="chat"))
+        alone = router.generate("hello", task="code")  # the second model without a prefix
     first_chunks = [e.text for e in events if isinstance(e, TextChunk) and e.model == "first"]
     fallback = next(e for e in events if isinstance(e, Fallback))
     done = events[-1]
     assert isinstance(done, Done)
     assert len(first_chunks) == 3
     assert fallback.from_model == "first" and fallback.to_model == "second"
-    assert fallback.outcome == "error" and fallback.discarded_text == "".join(first_chunks)
+    assert fallback.outcome == "error" and fallback.continues
+    assert fallback.text_so_far == "".join(first_chunks)
     second_text = "".join(e.text for e in events if isinstance(e, TextChunk) and e.model == "second")
-    assert done.result.text == second_text and done.result.model == "second"
+    assert done.result.text == fallback.text_so_far + second_text
+    assert done.result.model == "second"
+    assert done.result.usage.prompt_tokens > alone.usage.prompt_tokens, "the prefix was not sent"
 
 
 def test_fallback_exhausted_carries_every_attempt(write_config: Callable[..., Path]):
@@ -125,9 +130,9 @@ def test_models_load_lazily_and_stay_loaded(router: ZetaDynamicRouter):
     assert router.loaded_models() == []
     router.generate("hello", task="chat")
     assert router.loaded_models() == ["talker"]
-    first = router._get_model("talker", embedding=False)
+    first = router._workers[("talker", False)].model
     router.generate("again", task="chat")
-    assert router._get_model("talker", embedding=False) is first
+    assert router._workers[("talker", False)].model is first
 
 
 def test_close_is_idempotent_and_final(router: ZetaDynamicRouter):
@@ -160,11 +165,11 @@ def test_same_seed_same_text(router: ZetaDynamicRouter):
 
 def test_chat_uses_the_models_own_template(router: ZetaDynamicRouter):
     """A GGUF that carries a chat template is prompted with it, stops included."""
-    model = router._get_model("talker", embedding=False)
+    assert router.chat([{"role": "user", "content": "hi"}], task="chat").model == "talker"
+    model = router._workers[("talker", False)].model
     rendered = model.render_chat([{"role": "user", "content": "hi"}])
     assert rendered.text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert rendered.format == "gguf-template"
-    assert router.chat([{"role": "user", "content": "hi"}], task="chat").model == "talker"
 
 
 @pytest.mark.parametrize("call, message", [
@@ -263,14 +268,19 @@ def test_bad_config_is_a_config_error(tmp_path: Path):
 
 LOAD_WHILE_PRINTING = """
 import os, sys, threading
-from zeta_local import ZetaDynamicRouter
-router = ZetaDynamicRouter.from_toml(sys.argv[1])
+from pathlib import Path
+from zeta_local.backend import LlamaCppBackend
+from zeta_local.config import load_config
+from zeta_local.gguf_info import read_gguf_info
+spec = load_config(sys.argv[1]).models["a"]
 done = threading.Event()
 def load_repeatedly():
-    for _ in range(30):
-        router._get_model("a", embedding=False).close()
-        router._loaded.clear()
-    done.set()
+    try:
+        for _ in range(30):
+            LlamaCppBackend().load(spec, spec.path, read_gguf_info(spec.path), embedding=False,
+                                   n_threads=1).close()
+    finally:
+        done.set()
 threading.Thread(target=load_repeatedly).start()
 written = 0
 while not done.is_set() or written < 200:

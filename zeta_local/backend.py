@@ -15,12 +15,12 @@ import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
 from zeta_local.config import ModelSpec
-from zeta_local.errors import ContextOverflow, GenerationError, ModelLoadError
+from zeta_local.errors import ContextOverflow, GenerationError, ModelLoadError, OutOfMemory
 from zeta_local.gguf_info import GGUFInfo
 from zeta_local.prompt_format import RenderedPrompt, render_chat
 from zeta_local.sampling import SamplingParams
@@ -46,6 +46,8 @@ class LoadedModel(Protocol):
     name: str
     n_ctx: int
     lock: threading.Lock  # held by whoever is using the model; a context is not thread-safe
+    cancel: threading.Event  # set: the running decode or embedding stops (Aborted)
+    decode_hook: Callable[[], None] | None  # called from inside llama_decode (fault injection)
 
     def render_chat(self, messages: list[dict[str, str]]) -> RenderedPrompt: ...
 
@@ -59,17 +61,22 @@ class LoadedModel(Protocol):
 
 class Backend(Protocol):
     def load(self, spec: ModelSpec, path: Path, info: GGUFInfo, *, embedding: bool,
-             n_threads: int) -> LoadedModel: ...
+             n_threads: int, cancel: threading.Event | None = None) -> LoadedModel: ...
+
+
+class Aborted(Exception):
+    """llama.cpp stopped a load or a decode because the attempt was cancelled."""
 
 
 class LlamaCppBackend:
     """Loads models in this process with llama-cpp-python (memory-mapped weights)."""
 
     def load(self, spec: ModelSpec, path: Path, info: GGUFInfo, *, embedding: bool,
-             n_threads: int) -> LlamaCppModel:
+             n_threads: int, cancel: threading.Event | None = None) -> LlamaCppModel:
+        """Load the model; `cancel` set during the load makes llama.cpp abort it (Aborted)."""
         import llama_cpp
 
-        _route_llama_log_to_logging()
+        _install_hooks()
         # More context than the model was trained for only produces garbage past that point.
         n_ctx = min(spec.n_ctx, info.context_length or spec.n_ctx)
         kwargs: dict[str, Any] = dict(
@@ -88,14 +95,20 @@ class LlamaCppBackend:
             kwargs |= dict(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
                            n_batch=batch, n_ubatch=batch)
         _LAST_ERRORS.lines = []
+        _LOADING.cancel = cancel
         printed = io.StringIO()
         try:
             with contextlib.redirect_stderr(printed):
                 llm = llama_cpp.Llama(**kwargs)
-        except (ValueError, RuntimeError, OSError) as exc:
+        except (ValueError, RuntimeError, OSError, MemoryError) as exc:
+            if cancel is not None and cancel.is_set():
+                raise Aborted(f"loading {path} was cancelled") from None
             why = "; ".join(_LAST_ERRORS.lines[-2:]) or str(exc)
+            if isinstance(exc, MemoryError) or "alloc" in why:
+                raise OutOfMemory(f"not enough memory to load {path}: {why}") from None
             raise ModelLoadError(f"llama.cpp could not load {path}: {why}") from None
         finally:
+            _LOADING.cancel = None
             for line in printed.getvalue().splitlines():
                 llama_log.debug("%s", line)
         llm.verbose = False  # no more prints from llama-cpp-python while generating
@@ -114,6 +127,24 @@ class LlamaCppModel:
         self._llm = llm
         self._embedding = embedding
         self._is_eog = lambda token: llama_cpp.llama_vocab_is_eog(llm._model.vocab, token)
+        # Cancellation inside a decode: llama.cpp polls this callback several hundred times per
+        # token, so it only reads a flag. `cancel` is swapped for each request's own event;
+        # `decode_hook` lets fault injection block or sleep *inside* llama_decode, so that an
+        # injected hang is stopped by exactly the path that stops a real one.
+        self.cancel = threading.Event()
+        self.decode_hook: Callable[[], None] | None = None
+
+        def should_abort(_data: ctypes.c_void_p) -> bool:
+            try:
+                hook = self.decode_hook
+                if hook is not None:
+                    hook()
+                return self.cancel.is_set()
+            except BaseException:  # an exception cannot cross into C; abort instead
+                return True
+
+        self._abort_callback = llama_cpp.ggml_abort_callback(should_abort)  # keep it referenced
+        llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_callback, None)
 
     def render_chat(self, messages: list[dict[str, str]]) -> RenderedPrompt:
         def token_text(token: int) -> str:
@@ -141,6 +172,8 @@ class LlamaCppModel:
             for token in llm.generate(tokens, top_k=params.top_k, top_p=params.top_p,
                                       temp=params.temperature,
                                       repeat_penalty=params.repeat_penalty):
+                if self.cancel.is_set():
+                    raise Aborted(f"{self.name}: generation cancelled")
                 if self._is_eog(token):
                     finish = "stop"
                     break
@@ -153,8 +186,12 @@ class LlamaCppModel:
                     break
                 if produced >= budget:
                     break
-        except Exception:
+        except Exception as exc:
             llm.reset()  # the context may hold half a batch; start the next request clean
+            if self.cancel.is_set():
+                raise Aborted(f"{self.name}: generation cancelled") from None
+            if isinstance(exc, MemoryError):
+                raise OutOfMemory(f"{self.name} ran out of memory while generating") from None
             raise
         tail = "" if stops.stopped else stops.flush(decoder.decode(b"", final=True))
         if tail:
@@ -169,7 +206,12 @@ class LlamaCppModel:
             n = len(self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
             if n > limit:
                 raise ContextOverflow(f"text {i} is {n} tokens; {self.name} embeds at most {limit}")
-        vectors = self._llm.embed(texts, normalize=False, truncate=False)
+        try:
+            vectors = self._llm.embed(texts, normalize=False, truncate=False)
+        except Exception:
+            if self.cancel.is_set():
+                raise Aborted(f"{self.name}: embedding cancelled") from None
+            raise
         return np.asarray(vectors, dtype=np.float32)
 
     def close(self) -> None:
@@ -207,28 +249,66 @@ class _StopScanner:
         return out + rest
 
 
-# ---- llama.cpp's log -> Python logging ---------------------------------------------------
+# ---- process-wide hooks into llama.cpp ---------------------------------------------------
 # llama.cpp writes to stderr even with verbose=False; an application embedding the router must
 # stay quiet, so its log goes through `logging` instead. The last error lines of the calling
 # thread are kept to explain a failed load, which llama-cpp-python reports only as "Failed to
-# load model from file".
+# load model from file". Loads are cancelled through llama.cpp's load-progress callback.
 
 _LAST_ERRORS = threading.local()
+_LOADING = threading.local()  # .cancel: the event that aborts the load running on this thread
+                              # .hook: called from llama.cpp's load progress (fault injection)
 # ggml's levels: 1 debug, 2 info, 3 warn, 4 error, 5 "continue the previous line". llama.cpp's
 # info is chatter and its warnings are routine, so both sit one step lower in Python's scale.
 _LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.INFO, 4: logging.WARNING}
 _ERROR = 4
 _callback: Any = None
+_progress_callback: Any = None
 _callback_lock = threading.Lock()
 
 
-def _route_llama_log_to_logging() -> None:
-    global _callback
+@contextlib.contextmanager
+def load_hook(hook: Callable[[], None]) -> Iterator[None]:
+    """Call `hook` from inside llama.cpp's model loader on this thread (fault injection)."""
+    _LOADING.hook = hook
+    try:
+        yield
+    finally:
+        _LOADING.hook = None
+
+
+def _on_load_progress(_progress: float, _data: ctypes.c_void_p) -> bool:
+    """llama.cpp asks this whether to go on loading; False aborts the load."""
+    try:
+        hook = getattr(_LOADING, "hook", None)
+        if hook is not None:
+            hook()
+        cancel = getattr(_LOADING, "cancel", None)
+        return not (cancel is not None and cancel.is_set())
+    except BaseException:
+        return False
+
+
+def _install_hooks() -> None:
+    """Once per process: llama.cpp's log into `logging`, and a load-progress callback through
+    which a load can be cancelled (llama-cpp-python exposes neither). The progress callback is
+    set by wrapping llama_model_default_params, which Llama() calls to build its parameters."""
+    global _callback, _progress_callback
     import llama_cpp
+    import llama_cpp.llama_cpp as low_level
 
     with _callback_lock:
         if _callback is not None:
             return
+        _progress_callback = low_level.llama_progress_callback(_on_load_progress)
+        default_params = low_level.llama_model_default_params
+
+        def params_with_progress() -> Any:
+            params = default_params()
+            params.progress_callback = _progress_callback
+            return params
+
+        low_level.llama_model_default_params = params_with_progress
 
         @llama_cpp.llama_log_callback
         def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:

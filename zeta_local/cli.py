@@ -129,10 +129,9 @@ def _ask(args: argparse.Namespace) -> int:
                     sys.stdout.write(event.text)
                     sys.stdout.flush()
                 elif isinstance(event, Fallback):
-                    if event.discarded_text:
-                        sys.stdout.write("\n")
+                    if event.continues:
                         _err(f"{event.from_model} failed mid-answer ({event.outcome}: "
-                             f"{event.detail}); starting over with {event.to_model}")
+                             f"{event.detail}); {event.to_model} continues the answer")
                     else:
                         _err(f"skipped {event.from_model}: {event.outcome}: {event.detail}")
                 elif isinstance(event, Done):

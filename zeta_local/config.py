@@ -7,6 +7,7 @@ more than a loud error at start-up.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -51,6 +52,10 @@ class ModelSpec:
     n_batch: int = 512
     n_gpu_layers: int = -1  # -1 = every layer that fits on the GPU; ignored on a CPU-only build
     chat_format: str | None = None  # overrides the GGUF's own chat template
+    # Per-model watchdog budgets; None = the [router] value.
+    load_timeout_s: float | None = None
+    first_token_timeout_s: float | None = None
+    stall_timeout_s: float | None = None
 
     @property
     def source(self) -> str:
@@ -73,6 +78,18 @@ class RouterSettings:
     repeat_penalty: float = 1.1
     seed: int | None = None  # None: a fresh random seed per request
     n_threads: int | None = None  # None: one per physical core
+    # Watchdog budgets, in seconds (see watchdog.py). Per model and per call overridable.
+    load_timeout_s: float = 120.0
+    first_token_timeout_s: float = 30.0
+    first_token_s_per_1k_tokens: float = 30.0  # extra first-token time per 1,000 prompt tokens
+    stall_timeout_s: float = 15.0
+    deadline_s: float = 600.0  # the whole request, shared by every attempt in the chain
+    cancel_grace_s: float = 2.0  # a worker not back this long after a cancel is quarantined
+    queue_size: int = 8  # requests waiting per model; a full queue moves on to the next model
+    # Circuit breaker: `allowed_fails` failures within `fail_window_s` -> skipped for `cooldown_s`.
+    allowed_fails: int = 3
+    fail_window_s: float = 60.0
+    cooldown_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -166,7 +183,9 @@ class _Table:
     def done(self, known: tuple[str, ...]) -> None:
         """Any key left over is a typo or a key this version does not know."""
         for key in self.data:
-            self.fail(key, f"unknown key; known keys are: {', '.join(known)}")
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            self.fail(key, f"unknown key; {hint}known keys are: {', '.join(known)}")
 
 
 _KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
@@ -185,10 +204,13 @@ def _non_negative(value: float) -> str | None:
     return None if value >= 0 else "must be >= 0"
 
 
+MODEL_BUDGET_KEYS = ("load_timeout_s", "first_token_timeout_s", "stall_timeout_s")
 _MODEL_KEYS = ("path", "hf_repo", "hf_file", "hf_revision", "package", "sha256", "description",
-               "n_ctx", "n_batch", "n_gpu_layers", "chat_format", "capabilities")
+               "n_ctx", "n_batch", "n_gpu_layers", "chat_format", "capabilities") + MODEL_BUDGET_KEYS
+_ROUTER_SECONDS = ("load_timeout_s", "first_token_timeout_s", "first_token_s_per_1k_tokens",
+                   "stall_timeout_s", "deadline_s", "cancel_grace_s", "fail_window_s", "cooldown_s")
 _ROUTER_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed",
-                "n_threads")
+                "n_threads") + _ROUTER_SECONDS + ("queue_size", "allowed_fails")
 
 
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:
@@ -217,6 +239,9 @@ def _parse_router(t: _Table) -> RouterSettings:
         repeat_penalty=float(t.take("repeat_penalty", (int, float), d.repeat_penalty, _positive)),
         seed=t.take("seed", int, d.seed, _non_negative),
         n_threads=t.take("n_threads", int, d.n_threads, _positive),
+        queue_size=t.take("queue_size", int, d.queue_size, _positive),
+        allowed_fails=t.take("allowed_fails", int, d.allowed_fails, _positive),
+        **{key: float(t.take(key, (int, float), getattr(d, key), _positive)) for key in _ROUTER_SECONDS},
     )
     t.done(_ROUTER_KEYS)
     return settings
@@ -254,6 +279,7 @@ def _parse_model(file: Path, name: str, data: Any) -> ModelSpec:
         chat_format=t.take("chat_format", str, None,
                            lambda v: None if v in CHAT_FORMATS
                            else "must be one of " + ", ".join(CHAT_FORMATS)),
+        **{key: _float_or_none(t.take(key, (int, float), None, _positive)) for key in MODEL_BUDGET_KEYS},
     )
     t.done(_MODEL_KEYS)
     sources = [s for s, v in (("path", path), ("hf_repo", hf_repo), ("package", package)) if v]
@@ -263,6 +289,10 @@ def _parse_model(file: Path, name: str, data: Any) -> ModelSpec:
     if (hf_repo is None) != (hf_file is None):
         t.fail("hf_file" if hf_file is None else "hf_repo", "`hf_repo` and `hf_file` go together")
     return spec
+
+
+def _float_or_none(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _resolve_path(raw: str, config_file: Path) -> Path:

@@ -51,6 +51,18 @@ class GenerationError(ZetaError, RuntimeError):
     """The model raised while generating or embedding."""
 
 
+class OutOfMemory(ZetaError, MemoryError):
+    """A model could not allocate its weights, cache or buffers; it is released."""
+
+
+class Cancelled(ZetaError, RuntimeError):
+    """The caller cancelled the request; carries the attempts made until then."""
+
+    def __init__(self, attempts: list[Attempt]):
+        self.attempts = list(attempts)
+        super().__init__("the request was cancelled by the caller")
+
+
 class FallbackExhausted(ZetaError, RuntimeError):
     """Every model in the chain was tried and none answered; carries every attempt."""
 

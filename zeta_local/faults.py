@@ -1,32 +1,44 @@
 """Fault injection: wrap the real llama.cpp backend of named models so that they fail on cue.
 
-Used by the tests, and by people who want to see a fallback happen:
+Used by the tests, the benchmarks, and people who want to see a fallback happen:
 
-    ZETA_INJECT_FAULTS="coder-7b=fail_load;general-4b=raise_after:5" zeta-local ask "..."
+    ZETA_INJECT_FAULTS="coder-7b=hang_prefill;general-4b=stall_after:3" zeta-local ask "..."
 
-Kinds: `fail_load` (the load is refused), `raise_after:N` (generation raises after N pieces of
-text; `raise_after:0` before the first). The model underneath is real: everything that is not
-the fault runs through llama.cpp as usual.
+Kinds:
+    fail_load        the load is refused
+    hang_load        the load blocks inside llama.cpp's loader until cancelled
+    oom_load         the load fails to allocate
+    hang_prefill     prompt evaluation blocks inside llama_decode until cancelled
+    stall_after:N    after N pieces of text, the next decode blocks until cancelled
+    raise_after:N    generation raises after N pieces of text (0: before the first)
+    slow_token:MS    every token takes MS milliseconds longer
+
+The model underneath is real, and hangs block *inside* llama.cpp (in its load-progress and
+abort callbacks), so they are stopped by exactly the path that stops a real hang.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from zeta_local.backend import Backend, GenerationEnd, LoadedModel
+from zeta_local.backend import Backend, GenerationEnd, LoadedModel, load_hook
 from zeta_local.config import ModelSpec
-from zeta_local.errors import GenerationError, InvalidRequest, ModelLoadError
+from zeta_local.errors import GenerationError, InvalidRequest, ModelLoadError, OutOfMemory
 from zeta_local.gguf_info import GGUFInfo
 from zeta_local.sampling import SamplingParams
 
 ENV_VAR = "ZETA_INJECT_FAULTS"
-KINDS = {"fail_load": False, "raise_after": True}  # kind -> takes a count
+# kind -> whether it takes a number
+KINDS = {"fail_load": False, "hang_load": False, "oom_load": False, "hang_prefill": False,
+         "stall_after": True, "raise_after": True, "slow_token": True}
 _ITEM = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*=\s*([a-z_]+)(?::(\d+))?\s*$")
+_POLL_S = 0.001  # how often a blocked hook looks at its cancel flag
 
 
 @dataclass(frozen=True)
@@ -45,10 +57,18 @@ def parse_faults(text: str) -> dict[str, Fault]:
         match = _ITEM.match(item)
         if not match or match.group(2) not in KINDS or KINDS[match.group(2)] != (match.group(3) is not None):
             raise InvalidRequest(
-                f"{ENV_VAR}: cannot read {item.strip()!r}; write MODEL=KIND separated by ';', "
-                f"with KIND one of fail_load, raise_after:N")
+                f"{ENV_VAR}: cannot read {item.strip()!r}; write MODEL=KIND separated by ';', with "
+                f"KIND one of {', '.join(k + (':N' if n else '') for k, n in KINDS.items())}")
         faults[match.group(1)] = Fault(match.group(2), int(match.group(3) or 0))
     return faults
+
+
+def _block_until(cancel: threading.Event | None) -> Callable[[], None]:
+    """A hook that blocks the llama.cpp call it runs in until `cancel` is set."""
+    def hook() -> None:
+        while cancel is None or not cancel.wait(_POLL_S):
+            pass
+    return hook
 
 
 class FaultInjectingBackend:
@@ -59,34 +79,76 @@ class FaultInjectingBackend:
         self.faults = dict(faults)
 
     def load(self, spec: ModelSpec, path: Path, info: GGUFInfo, *, embedding: bool,
-             n_threads: int) -> LoadedModel:
+             n_threads: int, cancel: threading.Event | None = None) -> LoadedModel:
         fault = self.faults.get(spec.name)
-        if fault and fault.kind == "fail_load":
+        kind = fault.kind if fault else None
+        if kind == "fail_load":
             raise ModelLoadError(f"llama.cpp could not load {path}: injected fault {fault}")
-        model = self.inner.load(spec, path, info, embedding=embedding, n_threads=n_threads)
+        if kind == "oom_load":
+            raise OutOfMemory(f"not enough memory to load {path}: injected fault {fault}")
+        if kind == "hang_load":
+            with load_hook(_block_until(cancel)):
+                return self.inner.load(spec, path, info, embedding=embedding,
+                                       n_threads=n_threads, cancel=cancel)
+        model = self.inner.load(spec, path, info, embedding=embedding, n_threads=n_threads,
+                                cancel=cancel)
         return _FaultyModel(model, fault) if fault else model
 
 
 class _FaultyModel:
+    """The real loaded model, with a fault on its generation path."""
+
     def __init__(self, inner: LoadedModel, fault: Fault):
         self.inner, self.fault = inner, fault
         self.name, self.n_ctx, self.lock = inner.name, inner.n_ctx, inner.lock
+
+    # cancel and decode_hook live on the real model, where llama.cpp's callback reads them.
+    @property
+    def cancel(self) -> threading.Event:
+        return self.inner.cancel
+
+    @cancel.setter
+    def cancel(self, event: threading.Event) -> None:
+        self.inner.cancel = event
+
+    @property
+    def decode_hook(self) -> Callable[[], None] | None:
+        return self.inner.decode_hook
+
+    @decode_hook.setter
+    def decode_hook(self, hook: Callable[[], None] | None) -> None:
+        self.inner.decode_hook = hook
 
     def render_chat(self, messages: list[dict[str, str]]) -> Any:
         return self.inner.render_chat(messages)
 
     def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | GenerationEnd]:
+        kind, count = self.fault.kind, self.fault.count
+        if kind == "hang_prefill":
+            self.inner.decode_hook = _block_until(self.inner.cancel)
         pieces = 0
-        for item in self.inner.generate(prompt, params):
-            if self.fault.kind == "raise_after" and pieces >= self.fault.count:
-                raise GenerationError(f"injected fault {self.fault} after {pieces} pieces of text")
-            pieces += isinstance(item, str)
-            yield item
+        try:
+            for item in self.inner.generate(prompt, params):
+                if kind == "raise_after" and pieces >= count:
+                    raise GenerationError(f"injected fault {self.fault} after {pieces} pieces of text")
+                if kind == "slow_token":
+                    self.inner.cancel.wait(count / 1000)
+                pieces += isinstance(item, str)
+                if kind == "stall_after" and pieces >= count:
+                    self.inner.decode_hook = _block_until(self.inner.cancel)
+                yield item
+        finally:
+            self.inner.decode_hook = None
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if self.fault.kind == "raise_after":
             raise GenerationError(f"injected fault {self.fault} while embedding")
-        return self.inner.embed(texts)
+        if self.fault.kind in ("hang_prefill", "stall_after"):
+            self.inner.decode_hook = _block_until(self.inner.cancel)
+        try:
+            return self.inner.embed(texts)
+        finally:
+            self.inner.decode_hook = None
 
     def close(self) -> None:
         self.inner.close()

@@ -14,6 +14,15 @@ INVALID_FILE = "invalid_file"  # the file is not a valid GGUF (wrong magic, trun
 LOAD_FAILED = "load_failed"  # llama.cpp refused to load it
 CONTEXT_OVERFLOW = "context_overflow"  # the prompt does not fit this model's context
 ERROR = "error"  # the model raised while generating or embedding
+OUT_OF_MEMORY = "out_of_memory"  # it could not allocate; the model is released
+TIMEOUT_LOAD = "timeout_load"  # still loading after load_timeout_s
+TIMEOUT_FIRST_TOKEN = "timeout_first_token"  # no first token within first_token_timeout_s
+STALLED = "stalled"  # no token for stall_timeout_s in the middle of an answer
+DEADLINE = "deadline"  # the request's deadline_s passed; no further model is tried
+QUEUE_FULL = "queue_full"  # too many requests already waiting for this model
+COOLING_DOWN = "cooling_down"  # the circuit breaker skips a model that keeps failing
+QUARANTINED = "quarantined"  # its worker did not come back from a cancel
+CANCELLED = "cancelled"  # the caller cancelled the request
 
 
 @dataclass(frozen=True)
@@ -109,14 +118,31 @@ class TextChunk:
 class Fallback:
     """The model that was answering failed; `to_model` is tried next.
 
-    `discarded_text` is what the failed model had already streamed: the next model starts the
-    answer over, so a consumer that printed that text should mark it as abandoned."""
+    `text_so_far` is the answer streamed before the failure (empty when the failed model had
+    produced nothing). The next model continues from it: its text follows on directly, and the
+    final result's text is the whole answer."""
 
     from_model: str
     to_model: str
     outcome: str
     detail: str
-    discarded_text: str = ""
+    text_so_far: str = ""
+
+    @property
+    def continues(self) -> bool:
+        return bool(self.text_so_far)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """One model as status() sees it."""
+
+    name: str
+    state: str  # unloaded, unavailable, loading, ready, busy, cooling_down, quarantined
+    detail: str  # why unavailable, until when cooling down, ...
+    queue_length: int
+    served: int
+    failed: int
 
 
 @dataclass(frozen=True)

@@ -1,33 +1,42 @@
 """ZetaDynamicRouter: route each request by its task and walk that task's fallback chain.
 
-request -> route (task + chain) -> for each model in the chain: find file, check header, load
-(once, then kept) -> generate or embed -> a result carrying every attempt, or FallbackExhausted.
+request -> route (task + chain) -> for each model in the chain: circuit breaker, file check,
+its worker's queue -> load, generate, heartbeat (worker thread) <- watchdog (budgets, cancel)
+-> a result carrying every attempt, or one typed error (FallbackExhausted, Cancelled).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from zeta_local.backend import Backend, LlamaCppBackend, LoadedModel
+from zeta_local.backend import Backend, GenerationEnd, LlamaCppBackend, LoadedModel
+from zeta_local.breaker import CircuitBreaker
+from zeta_local.cancel import CancelToken
 from zeta_local.classifier import classify
 from zeta_local.config import TASKS, Config, load_config
-from zeta_local.errors import (ContextOverflow, FallbackExhausted, InvalidModelFile, InvalidRequest,
-                               ModelFileMissing, ModelLoadError, UnknownModel, ZetaError)
+from zeta_local.errors import (Cancelled, ContextOverflow, FallbackExhausted, InvalidModelFile,
+                               InvalidRequest, ModelFileMissing, ModelLoadError, OutOfMemory,
+                               UnknownModel, ZetaError)
 from zeta_local.faults import ENV_VAR as FAULTS_ENV
 from zeta_local.faults import FaultInjectingBackend, parse_faults
 from zeta_local.gguf_info import read_gguf_info
 from zeta_local.prompt_format import validate_messages
-from zeta_local.results import (CONTEXT_OVERFLOW, ERROR, INVALID_FILE, LOAD_FAILED, MISSING, OK,
-                                Attempt, Done, EmbeddingResult, Fallback, GenerationResult,
+from zeta_local.results import (CANCELLED, CONTEXT_OVERFLOW, COOLING_DOWN, DEADLINE, ERROR,
+                                INVALID_FILE, LOAD_FAILED, MISSING, OK, OUT_OF_MEMORY, QUARANTINED,
+                                QUEUE_FULL, STALLED, TIMEOUT_FIRST_TOKEN, TIMEOUT_LOAD, Attempt,
+                                Done, EmbeddingResult, Fallback, GenerationResult, ModelStatus,
                                 RouteDecision, StreamEvent, TextChunk, Usage)
 from zeta_local.sampling import SamplingParams, resolve_sampling
 from zeta_local.sources import find_model_file
+from zeta_local.watchdog import BUDGET_KEYS, Watchdog, check_budget_overrides, resolve_budgets
+from zeta_local.worker import QUEUED, Job, ModelWorker
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +48,11 @@ _OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
     (InvalidModelFile, INVALID_FILE),
     (ModelLoadError, LOAD_FAILED),
     (ContextOverflow, CONTEXT_OVERFLOW),
+    (OutOfMemory, OUT_OF_MEMORY),
+    (MemoryError, OUT_OF_MEMORY),
 )
+# Outcomes that say something about the model's health, and so count for its circuit breaker.
+_BREAKER_OUTCOMES = {LOAD_FAILED, ERROR, OUT_OF_MEMORY, TIMEOUT_LOAD, TIMEOUT_FIRST_TOKEN, STALLED}
 
 
 def _outcome(exc: BaseException) -> str:
@@ -53,8 +66,8 @@ def _detail(exc: BaseException) -> str:
 class ZetaDynamicRouter:
     """Routes prompts to the right local model and falls back along the task's chain.
 
-    Use as a context manager, or call close() to release every model. Safe to share between
-    threads: each loaded model serves one request at a time.
+    Each model runs on its own worker thread under one watchdog. Use as a context manager, or
+    call close() to stop the threads and release every model. Safe to share between threads.
     """
 
     def __init__(self, config: Config, *, backend: Backend | None = None,
@@ -72,9 +85,11 @@ class ZetaDynamicRouter:
                                      f"declared: {', '.join(config.models)}")
             log.warning("injecting faults: %s", "; ".join(f"{m}={f}" for m, f in parsed.items()))
             self._backend = FaultInjectingBackend(self._backend, parsed)
-        self._n_threads = config.router.n_threads or _physical_cores()
-        self._loaded: dict[tuple[str, bool], LoadedModel] = {}
-        self._load_locks: dict[tuple[str, bool], threading.Lock] = {}
+        settings = config.router
+        self._n_threads = settings.n_threads or _physical_cores()
+        self._breaker = CircuitBreaker(settings.allowed_fails, settings.fail_window_s, settings.cooldown_s)
+        self._workers: dict[tuple[str, bool], ModelWorker] = {}
+        self._watchdog: Watchdog | None = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -91,15 +106,17 @@ class ZetaDynamicRouter:
         self.close()
 
     def close(self) -> None:
-        """Release every loaded model. Safe to call twice."""
+        """Cancel what runs, stop every thread and release every model. Safe to call twice."""
         with self._lock:
             self._closed = True
-            loaded, self._loaded = list(self._loaded.items()), {}
-        for (name, _), model in loaded:
-            try:
-                model.close()
-            except Exception:  # one model failing to close must not keep the others loaded
-                log.exception("closing %s failed", name)
+            workers, self._workers = list(self._workers.values()), {}
+            watchdog, self._watchdog = self._watchdog, None
+        grace = self.config.router.cancel_grace_s + 1
+        stuck = [w.name for w in workers if not w.close(timeout=grace)]
+        if watchdog is not None:
+            watchdog.close(timeout=grace)
+        if stuck:  # daemon threads: they cannot keep the process alive
+            log.error("worker(s) of %s did not stop within %.1f s", ", ".join(stuck), grace)
 
     # ---- routing ------------------------------------------------------------------------
 
@@ -118,27 +135,33 @@ class ZetaDynamicRouter:
 
     # ---- generation ---------------------------------------------------------------------
 
-    def generate(self, prompt: str, task: str | None = None, **sampling: Any) -> GenerationResult:
-        """Complete `prompt` as plain text with the first model of the task's chain that can."""
-        _check_prompt(prompt)
-        return _last(self.stream(prompt, task=task, **sampling))
+    def generate(self, prompt: str, task: str | None = None, *, cancel: CancelToken | None = None,
+                 **options: Any) -> GenerationResult:
+        """Complete `prompt` as plain text with the first model of the task's chain that can.
 
-    def chat(self, messages: Sequence[dict[str, str]], task: str | None = None,
-             **sampling: Any) -> GenerationResult:
+        `options`: sampling (max_tokens, temperature, top_p, top_k, repeat_penalty, seed, stop)
+        and budgets in seconds (deadline_s, load_timeout_s, first_token_timeout_s,
+        stall_timeout_s), each overriding models.toml for this call."""
+        _check_prompt(prompt)
+        return _last(self.stream(prompt, task=task, cancel=cancel, **options))
+
+    def chat(self, messages: Sequence[dict[str, str]], task: str | None = None, *,
+             cancel: CancelToken | None = None, **options: Any) -> GenerationResult:
         """Answer a conversation, formatted with each model's own chat template."""
         if isinstance(messages, str):
             raise InvalidRequest("chat() takes a non-empty list of {'role': ..., 'content': ...} "
                                  "messages; use generate() for a plain prompt")
-        return _last(self.stream(messages, task=task, **sampling))
+        return _last(self.stream(messages, task=task, cancel=cancel, **options))
 
     def stream(self, prompt_or_messages: str | Sequence[dict[str, str]], task: str | None = None,
-               **sampling: Any) -> Iterator[StreamEvent]:
+               *, cancel: CancelToken | None = None, **options: Any) -> Iterator[StreamEvent]:
         """Yield TextChunk events as text is produced, a Fallback event each time the answering
-        model changes, and one final Done event with the result. Raises FallbackExhausted when
-        no model in the chain could answer.
+        model changes, and one final Done event with the result. A model that fails mid-answer
+        is followed by the next one continuing from the text so far. Raises FallbackExhausted
+        when no model could answer, Cancelled when `cancel` was used.
 
-        Request errors (empty prompt, unknown task, bad sampling value) raise at once, before
-        the first event, so that a caller never starts consuming a request that cannot run.
+        Request errors (empty prompt, unknown task, bad option) raise at once, before the first
+        event, so that a caller never starts consuming a request that cannot run.
         """
         if isinstance(prompt_or_messages, str):
             messages = None
@@ -151,58 +174,123 @@ class ZetaDynamicRouter:
             last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user"
                              and m["content"].strip())
             decision = self.route(last_user, task)
-        params = resolve_sampling(self.config.router, sampling)
+        budgets = {k: options.pop(k) for k in BUDGET_KEYS if k in options}
+        check_budget_overrides(budgets)
+        params = resolve_sampling(self.config.router, options)
         self._check_open()
-        return self._run_chain(prompt_or_messages, messages, decision, params)
+        job = Job(model="", prompt=prompt_or_messages if messages is None else None,
+                  messages=messages, params=params)
+        return self._run_chain(job, decision, budgets, cancel)
 
-    def _run_chain(self, prompt: Any, messages: list[dict[str, str]] | None,
-                   decision: RouteDecision, params: SamplingParams) -> Iterator[StreamEvent]:
+    def _run_chain(self, template: Job, decision: RouteDecision, budgets: dict[str, Any],
+                   cancel: CancelToken | None) -> Iterator[StreamEvent]:
+        deadline_at = time.monotonic() + (budgets.get("deadline_s") or self.config.router.deadline_s)
         attempts: list[Attempt] = []
+        text_so_far = ""
         for position, name in enumerate(decision.chain):
+            following = decision.chain[position + 1] if position + 1 < len(decision.chain) else None
+            job = Job(model=name, prompt=template.prompt, messages=template.messages,
+                      params=template.params, prefix=text_so_far)
             started = time.monotonic()
             produced: list[str] = []
-            try:
-                model = self._get_model(name, embedding=False)
-                if messages is None:
-                    text, stop = prompt, ()
-                else:
-                    rendered = model.render_chat(messages)
-                    text, stop = rendered.text, rendered.stop
-                end = None
-                generation_started = time.monotonic()  # usage excludes the load
-                with model.lock:  # a llama.cpp context serves one request at a time
-                    for piece in model.generate(text, params.with_stop(stop)):
-                        if isinstance(piece, str):
-                            produced.append(piece)
-                            yield TextChunk(piece, name)
-                        else:
-                            end = piece
-            except Exception as exc:  # any failure of this model is an attempt, never a crash
-                attempt = Attempt(name, _outcome(exc), _detail(exc), time.monotonic() - started)
-                attempts.append(attempt)
-                if attempt.outcome == ERROR:
-                    log.debug("%s raised", name, exc_info=exc)
-                following = decision.chain[position + 1] if position + 1 < len(decision.chain) else None
-                log.warning("%s: %s (%s)%s", name, attempt.outcome, attempt.detail,
-                            f"; falling back to {following}" if following else "")
-                if following:
-                    yield Fallback(name, following, attempt.outcome, attempt.detail, "".join(produced))
-                continue
-            now = time.monotonic()
-            assert end is not None, "a generation ended without its summary"
-            attempts.append(Attempt(name, OK, f"{end.completion_tokens} tokens in {now - started:.2f} s",
-                                    now - started))
-            yield Done(GenerationResult(
-                text="".join(produced), model=name, task=decision.task,
-                finish_reason=end.finish_reason,
-                usage=Usage(end.prompt_tokens, end.completion_tokens, now - generation_started),
-                route=decision, attempts=tuple(attempts)))
-            return
+            end: GenerationEnd | None = None
+            for kind, *rest in self._attempt(job, embedding=False, deadline_at=deadline_at,
+                                             budgets=budgets, cancel=cancel):
+                if kind == "text":
+                    produced.append(rest[0])
+                    yield TextChunk(rest[0], name)
+                elif kind == "end":
+                    end = rest[0]
+                else:  # ("failed", outcome, detail)
+                    outcome, detail = rest
+            seconds = time.monotonic() - started
+            if end is not None:
+                attempts.append(Attempt(name, OK, f"{end.completion_tokens} tokens in {seconds:.2f} s",
+                                        seconds))
+                yield Done(GenerationResult(
+                    text=text_so_far + "".join(produced), model=name, task=decision.task,
+                    finish_reason=end.finish_reason,
+                    usage=Usage(end.prompt_tokens, end.completion_tokens,
+                                time.monotonic() - job.generating_since),
+                    route=decision, attempts=tuple(attempts)))
+                return
+            attempts.append(Attempt(name, outcome, detail, seconds))
+            if outcome == CANCELLED:
+                raise Cancelled(attempts)
+            text_so_far += "".join(produced)
+            self._log_hop(name, outcome, detail, following)
+            if outcome == DEADLINE:
+                break
+            if following:
+                yield Fallback(name, following, outcome, detail, text_so_far)
         raise FallbackExhausted(decision.task, attempts)
+
+    def _attempt(self, job: Job, *, embedding: bool, deadline_at: float, budgets: dict[str, Any],
+                 cancel: CancelToken | None) -> Iterator[tuple[Any, ...]]:
+        """Run one attempt: yields ("text", piece)..., then ("end", GenerationEnd) or
+        ("vectors", array), or ("failed", outcome, detail). Never raises for the model's sake."""
+        name = job.model
+        if cancel is not None and cancel.cancelled:
+            yield ("failed", CANCELLED, "cancelled by the caller")
+            return
+        if time.monotonic() >= deadline_at:
+            yield ("failed", DEADLINE, "no time left before the request's deadline (deadline_s)")
+            return
+        why_not = self._breaker.allow(name)
+        if why_not:
+            yield ("failed", COOLING_DOWN, why_not)
+            return
+        verdict: str | None = None  # the outcome the circuit breaker hears about
+        try:
+            worker = self._worker(name, embedding)
+            if worker.quarantined:
+                yield ("failed", QUARANTINED, "its worker did not come back from a cancel")
+                return
+            if not worker.submit(job):
+                yield ("failed", QUEUE_FULL, f"{self.config.router.queue_size} requests already "
+                                             f"waiting (queue_size)")
+                return
+            spec = self.config.models[name]
+            self._ensure_watchdog().watch(job, worker, resolve_budgets(self.config.router, spec, budgets),
+                                          deadline_at)
+            if cancel is not None:
+                cancel.attach(job)
+            for event in _events(job, deadline_at, self.config.router.cancel_grace_s):
+                if event[0] in ("text", "end", "vectors"):
+                    if event[0] != "text":
+                        verdict = OK
+                    yield event
+                    continue
+                outcome, detail = (event[1], event[2]) if event[0] == "tripped" else \
+                    (_outcome(event[1]), _detail(event[1]))
+                if event[0] == "error" and outcome == ERROR:
+                    log.debug("%s raised", name, exc_info=event[1])
+                # A wait in the queue behind other requests says nothing about the model's health.
+                verdict = outcome if not (outcome == TIMEOUT_FIRST_TOKEN and job.tripped_in == QUEUED) else None
+                yield ("failed", outcome, detail)
+                return
+        except Exception as exc:  # finding or checking the file failed
+            verdict = _outcome(exc)
+            yield ("failed", verdict, _detail(exc))
+        finally:
+            if verdict is None and not job.done.is_set():
+                # The consumer stopped reading (or the router is closing): stop the model too.
+                job.stop(CANCELLED, "the caller stopped reading the stream")
+            if cancel is not None:
+                cancel.detach(job)
+            if verdict in _BREAKER_OUTCOMES or verdict == OK:
+                self._breaker.record(name, failed=verdict != OK)
+            else:
+                self._breaker.release_trial(name)
+
+    def _log_hop(self, name: str, outcome: str, detail: str, following: str | None) -> None:
+        log.warning("%s: %s (%s)%s", name, outcome, detail,
+                    f"; falling back to {following}" if following and outcome != DEADLINE else "")
 
     # ---- embeddings ---------------------------------------------------------------------
 
-    def embed(self, texts: str | Sequence[str], model: str | None = None) -> EmbeddingResult:
+    def embed(self, texts: str | Sequence[str], model: str | None = None, *,
+              cancel: CancelToken | None = None, **budgets: Any) -> EmbeddingResult:
         """Embed each text into one L2-normalised row, with the first embedding model that can
         (or exactly `model`, never a substitute)."""
         if isinstance(texts, str):
@@ -210,6 +298,11 @@ class ZetaDynamicRouter:
         if not isinstance(texts, Sequence) or not texts or \
                 not all(isinstance(t, str) and t.strip() for t in texts):
             raise InvalidRequest("embed() needs a non-empty list of non-empty strings")
+        unknown = sorted(set(budgets) - set(BUDGET_KEYS))
+        if unknown:
+            raise InvalidRequest(f"unknown option(s) {', '.join(unknown)}; embed() takes "
+                                 f"{', '.join(BUDGET_KEYS)}")
+        check_budget_overrides(budgets)
         if model is not None:
             spec = self.config.models.get(model)
             if spec is None:
@@ -219,61 +312,117 @@ class ZetaDynamicRouter:
                 raise InvalidRequest(f"model {model!r} does not have the 'embed' capability")
         chain = (model,) if model is not None else self.config.routes["embed"]
         self._check_open()
+        deadline_at = time.monotonic() + (budgets.get("deadline_s") or self.config.router.deadline_s)
         attempts: list[Attempt] = []
         for name in chain:
             started = time.monotonic()
-            try:
-                loaded = self._get_model(name, embedding=True)
-                with loaded.lock:
-                    vectors = loaded.embed(list(texts))
-            except Exception as exc:
-                attempts.append(Attempt(name, _outcome(exc), _detail(exc), time.monotonic() - started))
-                log.warning("%s: %s (%s)", name, attempts[-1].outcome, attempts[-1].detail)
-                continue
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.where(norms == 0, 1, norms)
-            attempts.append(Attempt(name, OK, f"{len(texts)} texts, dim {vectors.shape[1]}",
-                                    time.monotonic() - started))
-            return EmbeddingResult(vectors.astype(np.float32), name, tuple(attempts))
+            job = Job(model=name, texts=list(texts))
+            for kind, *rest in self._attempt(job, embedding=True, deadline_at=deadline_at,
+                                             budgets=budgets, cancel=cancel):
+                if kind == "vectors":
+                    vectors = rest[0]
+                    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+                    vectors = (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
+                    attempts.append(Attempt(name, OK, f"{len(texts)} texts, dim {vectors.shape[1]}",
+                                            time.monotonic() - started))
+                    return EmbeddingResult(vectors, name, tuple(attempts))
+                outcome, detail = rest
+            attempts.append(Attempt(name, outcome, detail, time.monotonic() - started))
+            if outcome == CANCELLED:
+                raise Cancelled(attempts)
+            self._log_hop(name, outcome, detail, None)
+            if outcome == DEADLINE:
+                break
         raise FallbackExhausted("embed", attempts)
 
     # ---- models -------------------------------------------------------------------------
 
     def loaded_models(self) -> list[str]:
         with self._lock:
-            return sorted({name for name, _ in self._loaded})
+            return sorted({name for (name, _), w in self._workers.items() if w.model is not None})
 
-    def _get_model(self, name: str, *, embedding: bool) -> LoadedModel:
-        """The loaded model, loading it on first use. Two requests never load the same model at
-        once: the second waits for the first load and then shares it."""
+    def status(self) -> list[ModelStatus]:
+        """Every model's state, queue and counts, as the router sees it now."""
+        rows = []
+        with self._lock:
+            workers = dict(self._workers)
+        for name, spec in self.config.models.items():
+            mine = [w for (n, _), w in workers.items() if n == name]
+            states = {w.state for w in mine}
+            cooling = self._breaker.cooling_until(name)
+            detail = ""
+            if "quarantined" in states:
+                state, detail = "quarantined", "its worker did not come back from a cancel"
+            elif cooling is not None:
+                state = "cooling_down"
+                detail = f"skipped for another {cooling - time.monotonic():.1f} s"
+            else:
+                state = next((s for s in ("loading", "busy", "ready") if s in states), "unloaded")
+                if state == "unloaded":
+                    try:
+                        path = find_model_file(spec, materialize=False)
+                        if path is not None:
+                            read_gguf_info(path)
+                    except (ModelFileMissing, InvalidModelFile) as exc:
+                        state, detail = "unavailable", str(exc)
+            rows.append(ModelStatus(name, state, detail, sum(w.queue_length() for w in mine),
+                                    sum(w.served for w in mine), sum(w.failed for w in mine)))
+        return rows
+
+    def _worker(self, name: str, embedding: bool) -> ModelWorker:
+        """The model's worker, created on first use after its file is found and checked. The
+        worker loads the model itself, on its own thread, under the watchdog's load budget."""
         key = (name, embedding)
         with self._lock:
-            if key in self._loaded:
-                return self._loaded[key]
-            load_lock = self._load_locks.setdefault(key, threading.Lock())
-        with load_lock:
-            with self._lock:
-                if key in self._loaded:
-                    return self._loaded[key]
-            spec = self.config.models[name]
-            path = find_model_file(spec)
-            assert path is not None
-            info = read_gguf_info(path)
+            self._check_open()
+            worker = self._workers.get(key)
+        if worker is not None:
+            return worker
+        spec = self.config.models[name]
+        path = find_model_file(spec)
+        assert path is not None
+        info = read_gguf_info(path)
+
+        def load(cancel: threading.Event) -> LoadedModel:
             started = time.monotonic()
             model = self._backend.load(spec, path, info, embedding=embedding,
-                                       n_threads=self._n_threads)
+                                       n_threads=self._n_threads, cancel=cancel)
             log.info("loaded %s%s from %s in %.2f s", name, " (embedding)" if embedding else "",
                      path, time.monotonic() - started)
-            with self._lock:
-                if self._closed:  # closed while loading: do not leak the new model
-                    model.close()
-                    self._check_open()
-                self._loaded[key] = model
             return model
+
+        with self._lock:
+            self._check_open()
+            worker = self._workers.get(key)
+            if worker is None:  # another thread may have created it meanwhile
+                worker = self._workers[key] = ModelWorker(
+                    f"{name}{'-embed' if embedding else ''}", load, self.config.router.queue_size)
+            return worker
+
+    def _ensure_watchdog(self) -> Watchdog:
+        with self._lock:
+            if self._watchdog is None:
+                self._watchdog = Watchdog()
+            return self._watchdog
 
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidRequest("this router has been closed; create a new one")
+
+
+def _events(job: Job, deadline_at: float, grace_s: float) -> Iterator[tuple[Any, ...]]:
+    """The job's events until its last one. Every wait is bounded: should even the watchdog
+    fail to trip, the request's deadline (plus the cancel grace) ends the wait."""
+    while True:
+        try:
+            event = job.events.get(timeout=max(0.0, deadline_at - time.monotonic()) + grace_s)
+        except queue.Empty:
+            job.stop(DEADLINE, "the request's deadline (deadline_s) passed")
+            event = job.events.get_nowait() if not job.events.empty() else \
+                ("tripped", DEADLINE, "the request's deadline (deadline_s) passed")
+        yield event
+        if event[0] != "text":
+            return
 
 
 def _check_prompt(prompt: Any) -> None:

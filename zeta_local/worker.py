@@ -1,0 +1,185 @@
+"""One worker thread per loaded model: a llama.cpp context is not thread-safe, so every request
+for a model runs on that model's own thread, in order, from a bounded queue.
+
+A Job is one attempt on one model. The worker reports what happens to it through the job's
+event queue (text pieces, the end, an error); the caller reads that queue, and the watchdog
+reads the job's phase and heartbeat to decide when it has taken too long.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from zeta_local.backend import Aborted, GenerationEnd, LoadedModel
+from zeta_local.errors import ModelLoadError, OutOfMemory
+from zeta_local.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
+
+# Phases of a job, in order. The watchdog applies a different budget to each.
+QUEUED, LOADING, PREFILL, DECODING, FINISHED = "queued", "loading", "prefill", "decoding", "finished"
+
+
+@dataclass(eq=False)
+class Job:
+    """One attempt on one model: a generation (prompt or messages) or an embedding (texts)."""
+
+    model: str
+    prompt: str | None = None
+    messages: list[dict[str, str]] | None = None
+    prefix: str = ""  # text already produced by a failed model, which this one continues
+    params: SamplingParams | None = None
+    texts: list[str] | None = None
+    events: queue.Queue[tuple[Any, ...]] = field(default_factory=queue.Queue)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    phase: str = QUEUED
+    phase_since: float = field(default_factory=time.monotonic)
+    last_token_at: float = 0.0
+    prompt_tokens: int = 0
+    trip: str | None = None  # the outcome the watchdog (or the caller) stopped it with
+    tripped_at: float = 0.0
+    tripped_in: str = ""  # the phase it was in then
+    generating_since: float = 0.0
+
+    def enter(self, phase: str) -> None:
+        # The clock first: the watchdog may read in between, and must never see the new phase
+        # with the old phase's start time.
+        self.phase_since = time.monotonic()
+        self.phase = phase
+
+    def stop(self, outcome: str, detail: str) -> bool:
+        """Stop the job (watchdog trip or caller cancel); the caller hears of it at once.
+        Returns False if it had already finished or been stopped."""
+        if self.trip is not None or self.done.is_set():
+            return False
+        self.trip, self.tripped_at, self.tripped_in = outcome, time.monotonic(), self.phase
+        self.cancel.set()
+        self.events.put(("tripped", outcome, detail))
+        return True
+
+
+class ModelWorker:
+    """Owns one model (loaded lazily by its first job) and runs its jobs one at a time."""
+
+    def __init__(self, name: str, loader: Callable[[threading.Event], LoadedModel], queue_size: int):
+        self.name = name
+        self.model: LoadedModel | None = None
+        self.current: Job | None = None
+        self.quarantined = False
+        self.served = 0
+        self.failed = 0
+        self._loader = loader
+        self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._run, name=f"zeta-worker-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def state(self) -> str:
+        if self.quarantined:
+            return "quarantined"
+        job = self.current
+        if job is not None:
+            return "loading" if job.phase == LOADING else "busy"
+        return "ready" if self.model is not None else "unloaded"
+
+    def queue_length(self) -> int:
+        return self._jobs.qsize()
+
+    def submit(self, job: Job) -> bool:
+        """Queue the job; False when the queue is full (the caller moves on)."""
+        try:
+            self._jobs.put_nowait(job)
+            return True
+        except queue.Full:
+            return False
+
+    def close(self, timeout: float) -> bool:
+        """Stop after cancelling what runs and what waits; True if the thread has ended."""
+        while True:  # drain: queued jobs are told they will not run
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.stop("cancelled", "the router was closed")
+                job.done.set()
+        current = self.current
+        if current is not None:
+            current.stop("cancelled", "the router was closed")
+        try:
+            self._jobs.put(None, timeout=timeout)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            if job.cancel.is_set():  # stopped while it waited in the queue
+                job.done.set()
+                continue
+            self.current = job
+            try:
+                self._serve(job)
+                self.served += 1
+            except BaseException as exc:  # reported to the caller; the worker lives on
+                self.failed += 1
+                job.events.put(("error", exc))
+                if isinstance(exc, (OutOfMemory, ModelLoadError)) or \
+                        isinstance(exc, Aborted) and self.model is None:
+                    self._release()
+            finally:
+                self.current = None
+                job.enter(FINISHED)
+                job.done.set()
+                if self.quarantined:
+                    log.warning("%s came back after its cancel; it serves again", self.name)
+                    self.quarantined = False
+        self._release()
+
+    def _serve(self, job: Job) -> None:
+        if self.model is None:
+            job.enter(LOADING)
+            self.model = self._loader(job.cancel)
+        model = self.model
+        model.cancel = job.cancel
+        job.enter(PREFILL)
+        job.generating_since = job.phase_since
+        if job.texts is not None:
+            job.events.put(("vectors", model.embed(job.texts)))
+            return
+        if job.messages is not None:
+            rendered = model.render_chat(job.messages)
+            prompt, params = rendered.text + job.prefix, job.params.with_stop(rendered.stop)
+        else:
+            prompt, params = (job.prompt or "") + job.prefix, job.params
+        assert params is not None
+        job.prompt_tokens = len(prompt) // 3  # a generous estimate, for the first-token budget
+        for piece in model.generate(prompt, params):
+            if isinstance(piece, GenerationEnd):
+                job.events.put(("end", piece))
+            else:
+                job.last_token_at = time.monotonic()
+                if job.phase != DECODING:
+                    job.enter(DECODING)
+                job.events.put(("text", piece))
+
+    def _release(self) -> None:
+        model, self.model = self.model, None
+        if model is not None:
+            try:
+                model.close()
+            except Exception:
+                log.exception("closing %s failed", self.name)
