@@ -7,18 +7,21 @@
         print(result.text, result.model, result.attempts)
 """
 
+from zeta_local.cancel import CancelToken
 from zeta_local.config import Config, ModelSpec, RouterSettings, load_config
-from zeta_local.errors import (ConfigError, ContextOverflow, FallbackExhausted, GenerationError,
-                               InvalidModelFile, InvalidRequest, ModelFileMissing, ModelLoadError,
-                               UnknownModel, ZetaError)
+from zeta_local.errors import (Cancelled, ConfigError, ContextOverflow, FallbackExhausted,
+                               GenerationError, InvalidModelFile, InvalidRequest, ModelFileMissing,
+                               ModelLoadError, OutOfMemory, UnknownModel, ZetaError)
 from zeta_local.results import (Attempt, Done, EmbeddingResult, Fallback, GenerationResult,
-                                RouteDecision, StreamEvent, TextChunk, Usage)
+                                ModelStatus, RouteDecision, StreamEvent, TextChunk, Usage)
 from zeta_local.router import ZetaDynamicRouter
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Attempt",
+    "CancelToken",
+    "Cancelled",
     "Config",
     "ConfigError",
     "ContextOverflow",
@@ -33,6 +36,8 @@ __all__ = [
     "ModelFileMissing",
     "ModelLoadError",
     "ModelSpec",
+    "ModelStatus",
+    "OutOfMemory",
     "RouteDecision",
     "RouterSettings",
     "StreamEvent",
