@@ -137,3 +137,28 @@ def test_last_model_failing_mid_answer(write_config: Callable[..., Path]):
     assert proc.stdout.endswith("\n") and proc.stdout.strip()
     assert "only: error: injected fault raise_after:3" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_status_lists_every_model(config: Path):
+    """status shows each model's state, and why an unavailable one is."""
+    proc = run_cli("status", "--json", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert rows["big"]["state"] == "unavailable" and "no file at" in rows["big"]["detail"]
+    assert rows["broken"]["state"] == "unavailable" and "truncated" in rows["broken"]["detail"]
+    assert rows["small"]["state"] == "unloaded"
+    assert "unavailable" in run_cli("status", "--config", str(config)).stdout
+
+
+def test_hung_first_model_is_timed_out_and_the_next_answers(write_config: Callable[..., Path]):
+    """The issue's demonstration: the code chain's first model hangs in prompt evaluation;
+    ask answers from the next one and --json shows timeout_first_token."""
+    path = write_config({"first": {"model": "tiny-a"}, "second": {"model": "tiny-b"}},
+                        router={"first_token_timeout_s": 0.5, "stall_timeout_s": 0.5})
+    for fault, outcome in (("hang_prefill", "timeout_first_token"), ("stall_after:3", "stalled")):
+        proc = run_cli("ask", "def f(): pass", "--task", "code", "--json", "--config", str(path),
+                       env={"ZETA_INJECT_FAULTS": f"first={fault}"})
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(proc.stdout)
+        assert data["model"] == "second"
+        assert [(a["model"], a["outcome"]) for a in data["attempts"]] == [("first", outcome), ("second", "ok")]

@@ -248,3 +248,18 @@ def test_stream_abandoned_by_its_consumer_stops_the_model(two_models: Path):
             if isinstance(event, TextChunk):
                 break
         assert router.generate("again", task="chat").model == "first"
+
+
+@pytest.mark.real_model
+def test_budget_of_a_new_phase_is_enforced_after_a_slow_load(gemma_path: Path,
+                                                             write_config: Callable[..., Path]):
+    """A load longer than the first-token budget, then a hang in prompt evaluation: the
+    watchdog must wake for the new phase's closer deadline (it once slept 60 s here)."""
+    path = write_config({"gemma": {"path": str(gemma_path), "n_ctx": 512}, "tiny": {"model": "tiny-a"}},
+                        router=FAST | {"first_token_timeout_s": 0.2, "load_timeout_s": 60})
+    with ZetaDynamicRouter.from_toml(path, faults="gemma=hang_prefill") as router:
+        started = time.monotonic()
+        result = router.generate("hello", task="chat")
+        elapsed = time.monotonic() - started
+    assert [a.outcome for a in result.attempts] == ["timeout_first_token", "ok"]
+    assert elapsed < 0.2 + 2 * MARGIN_S  # the load (about 1 s) included

@@ -1,4 +1,4 @@
-"""The `zeta-local` command: ask, route, embed, models.
+"""The `zeta-local` command: ask, route, embed, status, models.
 
 What a person sees is decided here: answers on stdout as they are generated, which model
 answered and every model skipped (with why) on stderr, and a one-line error with a non-zero exit
@@ -84,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--model", help="use exactly this model (default: the embed chain)")
     embed.add_argument("--json", action="store_true")
     embed.set_defaults(run=_embed)
+
+    status = sub.add_parser("status", parents=[common],
+                            help="every model's state: unloaded, unavailable (and why), ready, ...")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=_status)
 
     models = sub.add_parser("models", parents=[common], help="list the models and their files")
     models.add_argument("--json", action="store_true")
@@ -178,6 +183,18 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    with _router(args) as router:
+        rows = router.status()
+    if args.json:
+        _print_json([asdict(r) for r in rows])
+        return 0
+    _print_table(("NAME", "STATE", "QUEUE", "SERVED", "FAILED", "DETAIL"),
+                 [(r.name, r.state, str(r.queue_length), str(r.served), str(r.failed), r.detail)
+                  for r in rows])
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     from zeta_local.inventory import describe_models
 
@@ -187,14 +204,10 @@ def _models(args: argparse.Namespace) -> int:
         _print_json({"config": str(config.path), "models": rows})
         return 0
     print(f"config: {config.path}")
-    header = ("NAME", "FILE", "SIZE", "QUANT", "CTX", "CAPABILITIES", "ROUTES", "SOURCE")
-    table = [header] + [(
+    _print_table(("NAME", "FILE", "SIZE", "QUANT", "CTX", "CAPABILITIES", "ROUTES", "SOURCE"), [(
         r["name"], r["file"], _size(r["size_bytes"]), r["quantization"] or "-",
         str(r["n_ctx"]), ",".join(r["capabilities"]), ",".join(r["routes"]) or "-", r["source"],
-    ) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    ) for r in rows])
     for r in rows:
         if r["problem"]:
             print(f"  {r['name']}: {r['problem']}")
@@ -202,6 +215,13 @@ def _models(args: argparse.Namespace) -> int:
 
 
 # ---- output helpers ----------------------------------------------------------------------
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = [header] + rows
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def _result_json(result: GenerationResult) -> dict[str, Any]:

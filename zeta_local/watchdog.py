@@ -10,7 +10,8 @@ request moves on without waiting for the model. A worker that has not come back
 `cancel_grace_s` after its cancel is quarantined: excluded from routing until it returns.
 
 Workers only write timestamps on the hot path; the watchdog sleeps until the earliest
-deadline and re-reads them, so a heartbeat costs nothing.
+deadline and re-reads them, so a heartbeat costs nothing. Only a change of phase (a handful per
+request) wakes it, because a new phase can bring a deadline closer.
 """
 
 from __future__ import annotations
@@ -79,8 +80,13 @@ class Watchdog:
         self._thread.start()
 
     def watch(self, job: Job, worker: ModelWorker, budgets: Budgets, deadline_at: float) -> None:
+        job.on_phase = self._poke  # a phase change can bring its deadline closer
         with self._wake:
             self._watched.append(_Watched(job, worker, budgets, deadline_at))
+            self._wake.notify()
+
+    def _poke(self) -> None:
+        with self._wake:
             self._wake.notify()
 
     def close(self, timeout: float) -> None:

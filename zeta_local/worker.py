@@ -46,12 +46,15 @@ class Job:
     tripped_at: float = 0.0
     tripped_in: str = ""  # the phase it was in then
     generating_since: float = 0.0
+    on_phase: Callable[[], None] | None = None  # the watchdog's wake-up: a new phase, a new budget
 
     def enter(self, phase: str) -> None:
         # The clock first: the watchdog may read in between, and must never see the new phase
         # with the old phase's start time.
         self.phase_since = time.monotonic()
         self.phase = phase
+        if self.on_phase is not None:
+            self.on_phase()
 
     def stop(self, outcome: str, detail: str) -> bool:
         """Stop the job (watchdog trip or caller cancel); the caller hears of it at once.
