@@ -7,6 +7,8 @@
         print(result.text, result.model, result.attempts)
 """
 
+import logging
+
 from zeta_local.cancel import CancelToken
 from zeta_local.config import Config, ModelSpec, RouterSettings, load_config
 from zeta_local.errors import (Cancelled, ConfigError, ContextOverflow, FallbackExhausted,
@@ -17,6 +19,10 @@ from zeta_local.results import (Attempt, Done, EmbeddingResult, Fallback, Genera
 from zeta_local.router import ZetaDynamicRouter
 
 __version__ = "0.1.0"
+
+# An embedding application decides what it sees: without its own logging set up, nothing of
+# ours (nor of llama.cpp, routed through us) reaches its stderr.
+logging.getLogger("zeta_local").addHandler(logging.NullHandler())
 
 __all__ = [
     "Attempt",
