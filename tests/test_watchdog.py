@@ -263,3 +263,30 @@ def test_budget_of_a_new_phase_is_enforced_after_a_slow_load(gemma_path: Path,
         elapsed = time.monotonic() - started
     assert [a.outcome for a in result.attempts] == ["timeout_first_token", "ok"]
     assert elapsed < 0.2 + 2 * MARGIN_S  # the load (about 1 s) included
+
+
+def test_worker_that_ignores_its_cancel_is_quarantined_until_it_returns(write_config: Callable[..., Path]):
+    """A model stuck inside llama_decode past cancel_grace_s is skipped (quarantined) and shown
+    in status(); the request moves on without it; when it returns it serves again."""
+    path = write_config({"first": {"model": "tiny-a"}, "second": {"model": "tiny-b"}},
+                        router=FAST | {"first_token_timeout_s": 0.3, "cancel_grace_s": 0.3})
+    with ZetaDynamicRouter.from_toml(path) as router:
+        router.generate("warm up", task="chat")
+        model = router._workers[("first", False)].model
+        release = threading.Event()
+        model.decode_hook = lambda: release.wait(30)  # deaf to the cancel flag
+        result = router.generate("hello", task="chat")
+        assert [a.outcome for a in result.attempts] == ["timeout_first_token", "ok"]
+        deadline = time.monotonic() + 10
+        while {s.name: s.state for s in router.status()}["first"] != "quarantined":
+            assert time.monotonic() < deadline, "never quarantined"
+            time.sleep(0.05)
+        skipped = router.generate("hello", task="chat")
+        assert [a.outcome for a in skipped.attempts] == ["quarantined", "ok"]
+        model.decode_hook = None
+        release.set()
+        deadline = time.monotonic() + 10
+        while {s.name: s.state for s in router.status()}["first"] != "ready":
+            assert time.monotonic() < deadline, "never came back"
+            time.sleep(0.05)
+        assert router.generate("hello", task="chat").model == "first"

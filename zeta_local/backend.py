@@ -45,7 +45,6 @@ class GenerationEnd:
 class LoadedModel(Protocol):
     name: str
     n_ctx: int
-    lock: threading.Lock  # held by whoever is using the model; a context is not thread-safe
     cancel: threading.Event  # set: the running decode or embedding stops (Aborted)
     decode_hook: Callable[[], None] | None  # called from inside llama_decode (fault injection)
 
@@ -116,14 +115,13 @@ class LlamaCppBackend:
 
 
 class LlamaCppModel:
-    """One llama.cpp model and context, used by one thread at a time (hold `lock`)."""
+    """One llama.cpp model and context. Not thread-safe: its worker is its only user."""
 
     def __init__(self, spec: ModelSpec, llm: Any, info: GGUFInfo, embedding: bool):
         import llama_cpp
 
         self.name, self.spec, self.info = spec.name, spec, info
         self.n_ctx = llm.n_ctx()
-        self.lock = threading.Lock()
         self._llm = llm
         self._embedding = embedding
         self._is_eog = lambda token: llama_cpp.llama_vocab_is_eog(llm._model.vocab, token)

@@ -100,7 +100,7 @@ class _FaultyModel:
 
     def __init__(self, inner: LoadedModel, fault: Fault):
         self.inner, self.fault = inner, fault
-        self.name, self.n_ctx, self.lock = inner.name, inner.n_ctx, inner.lock
+        self.name, self.n_ctx = inner.name, inner.n_ctx
 
     # cancel and decode_hook live on the real model, where llama.cpp's callback reads them.
     @property

@@ -161,6 +161,7 @@ class ModelWorker:
         job.enter(PREFILL)
         job.generating_since = job.phase_since
         if job.texts is not None:
+            job.prompt_tokens = sum(len(t) for t in job.texts) // 3  # see below
             job.events.put(("vectors", model.embed(job.texts)))
             return
         if job.messages is not None:
