@@ -178,19 +178,18 @@ class ZetaDynamicRouter:
         check_budget_overrides(budgets)
         params = resolve_sampling(self.config.router, options)
         self._check_open()
-        job = Job(model="", prompt=prompt_or_messages if messages is None else None,
-                  messages=messages, params=params)
-        return self._run_chain(job, decision, budgets, cancel)
+        prompt = prompt_or_messages if messages is None else None
+        return self._run_chain(prompt, messages, params, decision, budgets, cancel)
 
-    def _run_chain(self, template: Job, decision: RouteDecision, budgets: dict[str, Any],
+    def _run_chain(self, prompt: str | None, messages: list[dict[str, str]] | None,
+                   params: SamplingParams, decision: RouteDecision, budgets: dict[str, Any],
                    cancel: CancelToken | None) -> Iterator[StreamEvent]:
         deadline_at = time.monotonic() + (budgets.get("deadline_s") or self.config.router.deadline_s)
         attempts: list[Attempt] = []
         text_so_far = ""
         for position, name in enumerate(decision.chain):
             following = decision.chain[position + 1] if position + 1 < len(decision.chain) else None
-            job = Job(model=name, prompt=template.prompt, messages=template.messages,
-                      params=template.params, prefix=text_so_far)
+            job = Job(model=name, prompt=prompt, messages=messages, params=params, prefix=text_so_far)
             started = time.monotonic()
             produced: list[str] = []
             end: GenerationEnd | None = None
@@ -241,12 +240,14 @@ class ZetaDynamicRouter:
             yield ("failed", COOLING_DOWN, why_not)
             return
         verdict: str | None = None  # the outcome the circuit breaker hears about
+        submitted = False
         try:
             worker = self._worker(name, embedding)
             if worker.quarantined:
                 yield ("failed", QUARANTINED, "its worker did not come back from a cancel")
                 return
-            if not worker.submit(job):
+            submitted = worker.submit(job)
+            if not submitted:
                 yield ("failed", QUEUE_FULL, f"{self.config.router.queue_size} requests already "
                                              f"waiting (queue_size)")
                 return
@@ -273,7 +274,7 @@ class ZetaDynamicRouter:
             verdict = _outcome(exc)
             yield ("failed", verdict, _detail(exc))
         finally:
-            if verdict is None and not job.done.is_set():
+            if submitted and verdict is None and not job.done.is_set():
                 # The consumer stopped reading (or the router is closing): stop the model too.
                 job.stop(CANCELLED, "the caller stopped reading the stream")
             if cancel is not None:
