@@ -158,10 +158,8 @@ class ModelWorker:
             self.model = self._loader(job.cancel)
         model = self.model
         model.cancel = job.cancel
-        job.enter(PREFILL)
-        job.generating_since = job.phase_since
         if job.texts is not None:
-            job.prompt_tokens = sum(len(t) for t in job.texts) // 3  # see below
+            self._start(job, sum(len(t) for t in job.texts))
             job.events.put(("vectors", model.embed(job.texts)))
             return
         if job.messages is not None:
@@ -170,7 +168,7 @@ class ModelWorker:
         else:
             prompt, params = (job.prompt or "") + job.prefix, job.params
         assert params is not None
-        job.prompt_tokens = len(prompt) // 3  # a generous estimate, for the first-token budget
+        self._start(job, len(prompt))
         for piece in model.generate(prompt, params):
             if isinstance(piece, GenerationEnd):
                 job.events.put(("end", piece))
@@ -179,6 +177,13 @@ class ModelWorker:
                 if job.phase != DECODING:
                     job.enter(DECODING)
                 job.events.put(("text", piece))
+
+    @staticmethod
+    def _start(job: Job, prompt_chars: int) -> None:
+        # A generous token estimate (3 characters a token) sizes the first-token budget.
+        job.prompt_tokens = prompt_chars // 3
+        job.enter(PREFILL)
+        job.generating_since = job.phase_since
 
     def _release(self) -> None:
         model, self.model = self.model, None
