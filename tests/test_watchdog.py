@@ -40,7 +40,7 @@ def two_models(write_config: Callable[..., Path]) -> Path:
     ("fail_load", "load_failed"),
     ("raise_after:2", "error"),
 ])
-@pytest.mark.parametrize("task", ["code", "chat"])
+@pytest.mark.parametrize("task", ["code", "reason", "chat"])
 def test_each_fault_falls_back_within_its_budget(two_models: Path, fault: str, outcome: str, task: str):
     """The failed model's outcome is recorded and the next model answers, within the budget."""
     with ZetaDynamicRouter.from_toml(two_models, faults=f"first={fault}") as router:
@@ -50,6 +50,18 @@ def test_each_fault_falls_back_within_its_budget(two_models: Path, fault: str, o
     assert result.model == "second"
     assert [(a.model, a.outcome) for a in result.attempts] == [("first", outcome), ("second", "ok")]
     assert elapsed < 0.5 + MARGIN_S
+
+
+@pytest.mark.parametrize("fault, outcome", [
+    ("hang_load", "timeout_load"), ("hang_prefill", "timeout_first_token"),
+    ("oom_load", "out_of_memory"), ("raise_after:0", "error"),
+])
+def test_embedding_faults_fall_back(two_models: Path, fault: str, outcome: str):
+    """Embeddings run under the same watchdog and fall back the same way."""
+    with ZetaDynamicRouter.from_toml(two_models, faults=f"first={fault}") as router:
+        result = router.embed(["hello", "world"])
+    assert result.model == "second"
+    assert [(a.model, a.outcome) for a in result.attempts] == [("first", outcome), ("second", "ok")]
 
 
 def test_slow_but_steady_is_not_a_stall(write_config: Callable[..., Path]):
