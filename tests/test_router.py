@@ -296,7 +296,8 @@ sys.stderr.write(f"{written}\\n")
 
 def test_loading_never_silences_other_threads_output(tmp_path: Path, write_config: Callable[..., Path]):
     """A load must not redirect the process's stdout/stderr (llama-cpp-python does so with
-    verbose=False): an application's other threads would lose what they print meanwhile."""
+    verbose=False): an application's other threads would lose what they print meanwhile.
+    Loads now run on worker threads, several at once, so nothing may swap sys.stderr either."""
     import subprocess
     import sys
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
-import io
 import logging
 import random
 import threading
@@ -81,12 +80,7 @@ class LlamaCppBackend:
         kwargs: dict[str, Any] = dict(
             model_path=str(path), n_ctx=n_ctx, n_batch=min(spec.n_batch, n_ctx),
             n_gpu_layers=spec.n_gpu_layers, n_threads=n_threads, n_threads_batch=n_threads,
-            use_mmap=True,
-            # verbose=False would point the whole process's stdout and stderr file descriptors
-            # at /dev/null during the load, swallowing what other threads print meanwhile.
-            # llama.cpp's log already goes to `logging`; llama-cpp-python's own few lines are
-            # caught below.
-            verbose=True,
+            use_mmap=True, verbose=False,
         )
         if embedding:
             # Pooled embeddings need a whole text in one micro-batch.
@@ -95,10 +89,8 @@ class LlamaCppBackend:
                            n_batch=batch, n_ubatch=batch)
         _LAST_ERRORS.lines = []
         _LOADING.cancel = cancel
-        printed = io.StringIO()
         try:
-            with contextlib.redirect_stderr(printed):
-                llm = llama_cpp.Llama(**kwargs)
+            llm = llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError, OSError, MemoryError) as exc:
             if cancel is not None and cancel.is_set():
                 raise Aborted(f"loading {path} was cancelled") from None
@@ -108,9 +100,6 @@ class LlamaCppBackend:
             raise ModelLoadError(f"llama.cpp could not load {path}: {why}") from None
         finally:
             _LOADING.cancel = None
-            for line in printed.getvalue().splitlines():
-                llama_log.debug("%s", line)
-        llm.verbose = False  # no more prints from llama-cpp-python while generating
         return LlamaCppModel(spec, llm, info, embedding)
 
 
@@ -287,17 +276,29 @@ def _on_load_progress(_progress: float, _data: ctypes.c_void_p) -> bool:
         return False
 
 
+def _no_redirect(*_args: Any, **_kwargs: Any) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
 def _install_hooks() -> None:
     """Once per process: llama.cpp's log into `logging`, and a load-progress callback through
     which a load can be cancelled (llama-cpp-python exposes neither). The progress callback is
-    set by wrapping llama_model_default_params, which Llama() calls to build its parameters."""
+    set by wrapping llama_model_default_params, which Llama() calls to build its parameters.
+
+    Also: with verbose=False, llama-cpp-python points the whole process's stdout and stderr
+    file descriptors at /dev/null for the length of a load, swallowing what every other thread
+    prints meanwhile. llama.cpp's log comes through `logging` already, so that redirection is
+    replaced by a no-op."""
     global _callback, _progress_callback
     import llama_cpp
+    import llama_cpp._internals as internals
+    import llama_cpp.llama as high_level
     import llama_cpp.llama_cpp as low_level
 
     with _callback_lock:
         if _callback is not None:
             return
+        high_level.suppress_stdout_stderr = internals.suppress_stdout_stderr = _no_redirect
         _progress_callback = low_level.llama_progress_callback(_on_load_progress)
         default_params = low_level.llama_model_default_params
 
