@@ -162,3 +162,20 @@ def test_hung_first_model_is_timed_out_and_the_next_answers(write_config: Callab
         data = json.loads(proc.stdout)
         assert data["model"] == "second"
         assert [(a["model"], a["outcome"]) for a in data["attempts"]] == [("first", outcome), ("second", "ok")]
+
+
+def test_plan_lists_every_model_with_its_estimate(config: Path):
+    """plan predicts each present model's memory by part, from its header alone."""
+    proc = run_cli("plan", "--json", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    rows = {r["name"]: r for r in data["models"]}
+    assert set(rows) == {"big", "broken", "small"}
+    assert rows["big"]["generate"] is None and rows["big"]["file"] == "missing"
+    small = rows["small"]
+    for purpose in ("generate", "embed"):
+        parts = small[purpose]
+        assert parts["total"] == sum(parts[k] for k in ("weights_cpu", "weights_gpu", "kv_cache",
+                                                         "output", "compute", "margin"))
+    assert small["fits_ram_now"] is True and data["available_ram"] > 0
+    assert "TOTAL" in run_cli("plan", "--config", str(config)).stdout

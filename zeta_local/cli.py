@@ -1,4 +1,4 @@
-"""The `zeta-local` command: ask, route, embed, status, models.
+"""The `zeta-local` command: ask, route, embed, status, models, plan.
 
 What a person sees is decided here: answers on stdout as they are generated, which model
 answered and every model skipped (with why) on stderr, and a one-line error with a non-zero exit
@@ -89,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
                             help="every model's state: unloaded, unavailable (and why), ready, ...")
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=_status)
+
+    plan = sub.add_parser("plan", parents=[common],
+                          help="predicted memory of every model, by part, from its GGUF header")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(run=_plan)
 
     models = sub.add_parser("models", parents=[common], help="list the models and their files")
     models.add_argument("--json", action="store_true")
@@ -192,6 +197,32 @@ def _status(args: argparse.Namespace) -> int:
     _print_table(("NAME", "STATE", "QUEUE", "SERVED", "FAILED", "DETAIL"),
                  [(r.name, r.state, str(r.queue_length), str(r.served), str(r.failed), r.detail)
                   for r in rows])
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from zeta_local.inventory import plan_models
+
+    plan = plan_models(load_config(args.config))
+    if args.json:
+        _print_json(plan)
+        return 0
+    print(f"available RAM now: {_size(plan['available_ram'])}; this llama.cpp build "
+          + ("can offload to a GPU" if plan["gpu_offload"] else "is CPU-only"))
+    rows = []
+    for r in plan["models"]:
+        for purpose in ("generate", "embed"):
+            e = r[purpose]
+            if e is not None:
+                rows.append((r["name"], purpose, str(e["n_ctx"]), _size(e["weights_cpu"]),
+                             _size(e["weights_gpu"]), _size(e["kv_cache"]), _size(e["output"]),
+                             _size(e["compute"]), _size(e["margin"]), _size(e["total"]),
+                             "yes" if r["fits_ram_now"] else "no"))
+        if r["generate"] is None and r["embed"] is None:
+            rows.append((r["name"], "-", "-", "-", "-", "-", "-", "-", "-", "-",
+                         f"file {r['file']}"))
+    _print_table(("NAME", "CONTEXT", "N_CTX", "WEIGHTS CPU", "WEIGHTS GPU", "KV", "OUTPUT",
+                  "COMPUTE", "MARGIN", "TOTAL", "FITS RAM"), rows)
     return 0
 
 

@@ -37,3 +37,39 @@ def describe_models(config: Config) -> list[dict[str, Any]]:
             row |= {"file": "invalid", "problem": str(exc)}
         rows.append(row)
     return rows
+
+
+def plan_models(config: Config) -> dict[str, Any]:
+    """The memory each model will take, by part, predicted from its GGUF header, and whether it
+    fits in the RAM available now. Loads nothing; a package not yet assembled is skipped."""
+    import psutil
+
+    from zeta_local.memory import estimate_memory
+
+    available = psutil.virtual_memory().available
+    gpu = gpu_offload_supported()
+    rows = []
+    for row in describe_models(config):
+        spec = config.models[row["name"]]
+        plan: dict[str, Any] = {"name": row["name"], "file": row["file"], "problem": row["problem"],
+                                "generate": None, "embed": None, "fits_ram_now": None}
+        if row["path"] is not None and row["file"] == "present":
+            info = read_gguf_info(row["path"])
+            n_ctx = min(spec.n_ctx, info.context_length or spec.n_ctx)
+            needed = 0
+            for purpose in ("generate", "embed"):
+                if purpose in spec.capabilities:
+                    estimate = estimate_memory(info, n_ctx=n_ctx, embedding=purpose == "embed",
+                                               n_gpu_layers=spec.n_gpu_layers if gpu else 0)
+                    plan[purpose] = estimate.to_dict()
+                    needed += estimate.total
+            plan["fits_ram_now"] = needed <= available
+        rows.append(plan)
+    return {"available_ram": available, "gpu_offload": gpu, "models": rows}
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build can put layers on a GPU (a CPU-only build ignores n_gpu_layers)."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())

@@ -1,0 +1,119 @@
+"""What a model will allocate, predicted from its GGUF header alone (no weights are read).
+
+The parts, as llama.cpp allocates them on the CPU (the same sizes go to the GPU for offloaded
+layers):
+- weights: the tensors' bytes, split between GPU and CPU by n_gpu_layers;
+- KV cache: for each layer, kv_heads x (key_length + value_length) x cells x bytes per element,
+  with cells = n_ctx (llama.cpp keeps full-size caches for sliding-window layers too);
+- output buffer: (n_vocab + n_embd) x 4 bytes for each sequence the context can output;
+- compute buffer: the peak of the graph's live tensors for one micro-batch (n_ubatch tokens),
+  which is either the logits (n_vocab x n_ubatch floats, 512 MiB for Gemma 3's 262k vocabulary)
+  or the attention scores (heads + mask x n_ctx x n_ubatch floats), plus the activations.
+A stated margin covers what the formula leaves out (CPU repacking of some quantized weights,
+allocator alignment).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from zeta_local.gguf_info import GGUFInfo, SkippedArray
+
+MARGIN = 0.05  # of the total; measured errors on the tiny and Gemma models are within 7 %
+_F32 = 4
+_CACHE_TYPE_BYTES = {"f16": 2, "q8_0": 34 / 32, "f32": 4}
+_EMBEDDING_SEQUENCES = 256  # llama-cpp-python sizes an embedding context for this many texts
+_CELL_PADDING = 256  # llama.cpp rounds the context up to a multiple of this
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    n_ctx: int
+    weights_gpu: int
+    weights_cpu: int
+    kv_cache: int
+    output: int
+    compute: int
+    margin: int
+
+    @property
+    def total(self) -> int:
+        return self.weights_gpu + self.weights_cpu + self.kv_cache + self.output + self.compute + self.margin
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"total": self.total}
+
+
+def estimate_memory(info: GGUFInfo, *, n_ctx: int, n_ubatch: int = 512, n_gpu_layers: int = 0,
+                    embedding: bool = False, cache_type: str = "f16") -> MemoryEstimate:
+    """Predict what llama.cpp allocates for this model and context. `n_ctx` is the context the
+    model will be given (already capped at its trained length); `n_gpu_layers` counts layers
+    on the GPU (-1: all), which only matters for a GPU build."""
+    n_layer = _int(info.arch_value("block_count"), 1)
+    n_embd = _int(info.arch_value("embedding_length"), 0)
+    n_head = _int(info.arch_value("attention.head_count"), 1)
+    n_ff = _int(info.arch_value("feed_forward_length"), 4 * n_embd)
+    n_vocab = _vocab_size(info)
+    cells = -(-max(n_ctx, 1) // _CELL_PADDING) * _CELL_PADDING
+    n_ubatch = min(n_ubatch, cells)
+
+    on_gpu = n_layer if n_gpu_layers < 0 else min(n_gpu_layers, n_layer)
+    gpu_weights = cpu_weights = 0
+    for t in info.tensors:
+        layer = _layer_of(t.name)
+        # llama.cpp offloads the last `on_gpu` layers; the output layer goes too when all do.
+        offloaded = (layer is not None and layer >= n_layer - on_gpu) or \
+            (layer is None and on_gpu == n_layer and not t.name.startswith("token_embd"))
+        if offloaded:
+            gpu_weights += t.nbytes
+        else:
+            cpu_weights += t.nbytes
+
+    kv_heads = _per_layer(info.arch_value("attention.head_count_kv"), n_layer, n_head)
+    head_dim = n_embd // n_head if n_head else 0
+    key_length = _int(info.arch_value("attention.key_length"), head_dim)
+    value_length = _int(info.arch_value("attention.value_length"), head_dim)
+    per_cell = sum(h * (key_length + value_length) for h in kv_heads) * _CACHE_TYPE_BYTES[cache_type]
+    kv_cache = int(per_cell * cells)
+
+    sequences = _EMBEDDING_SEQUENCES if embedding else 1
+    output = (n_vocab + n_embd) * _F32 * sequences
+
+    logits = n_vocab * n_ubatch * _F32
+    attention = (n_head + 1) * cells * n_ubatch * _F32  # scores per head, plus the mask
+    activations = (2 * n_embd + n_ff) * n_ubatch * _F32 + (n_embd * n_ubatch * _F32 if embedding else 0)
+    compute = max(logits, attention) + activations
+
+    subtotal = gpu_weights + cpu_weights + kv_cache + output + compute
+    return MemoryEstimate(n_ctx=cells, weights_gpu=gpu_weights, weights_cpu=cpu_weights,
+                          kv_cache=kv_cache, output=output, compute=compute,
+                          margin=int(subtotal * MARGIN))
+
+
+def _int(value: Any, default: int) -> int:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _per_layer(value: Any, n_layer: int, default: int) -> list[int]:
+    """A count that GGUF gives once or once per layer (some models vary KV heads by layer)."""
+    if isinstance(value, tuple) and value:
+        return [int(v) for v in value][:n_layer]
+    return [_int(value, default)] * n_layer
+
+
+def _vocab_size(info: GGUFInfo) -> int:
+    tokens = info.metadata.get("tokenizer.ggml.tokens")
+    if isinstance(tokens, SkippedArray):
+        return tokens.length
+    if isinstance(tokens, tuple):
+        return len(tokens)
+    return _int(info.arch_value("vocab_size"), 32000)
+
+
+def _layer_of(tensor_name: str) -> int | None:
+    if tensor_name.startswith("blk."):
+        number = tensor_name.split(".", 2)[1]
+        if number.isdigit():
+            return int(number)
+    return None
