@@ -56,6 +56,9 @@ class ModelSpec:
     load_timeout_s: float | None = None
     first_token_timeout_s: float | None = None
     stall_timeout_s: float | None = None
+    pinned: bool = False  # never evicted to make room for another model
+    keep_alive_s: float | None = None  # unloaded after this long idle; None = kept loaded
+    allow_partial_offload: bool = False  # put fewer layers on the GPU rather than skip the model
 
     @property
     def source(self) -> str:
@@ -90,6 +93,10 @@ class RouterSettings:
     allowed_fails: int = 3
     fail_window_s: float = 60.0
     cooldown_s: float = 30.0
+    # Memory budgets in bytes; None = "auto": what is free when the router starts, minus headroom.
+    ram_budget: int | None = None
+    vram_budget: int | None = None
+    memory_headroom: int = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class Config:
     models: Mapping[str, ModelSpec]
     routes: Mapping[str, tuple[str, ...]]
     router: RouterSettings = field(default_factory=RouterSettings)
+    strict_order: frozenset[str] = frozenset()  # tasks whose fallbacks keep the chain's order
 
     def routes_using(self, model: str) -> list[str]:
         return [task for task, chain in self.routes.items() if model in chain]
@@ -206,11 +214,13 @@ def _non_negative(value: float) -> str | None:
 
 MODEL_BUDGET_KEYS = ("load_timeout_s", "first_token_timeout_s", "stall_timeout_s")
 _MODEL_KEYS = ("path", "hf_repo", "hf_file", "hf_revision", "package", "sha256", "description",
-               "n_ctx", "n_batch", "n_gpu_layers", "chat_format", "capabilities") + MODEL_BUDGET_KEYS
+               "n_ctx", "n_batch", "n_gpu_layers", "chat_format", "capabilities", "pinned",
+               "keep_alive_s", "allow_partial_offload") + MODEL_BUDGET_KEYS
 _ROUTER_SECONDS = ("load_timeout_s", "first_token_timeout_s", "first_token_s_per_1k_tokens",
                    "stall_timeout_s", "deadline_s", "cancel_grace_s", "fail_window_s", "cooldown_s")
 _ROUTER_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed",
-                "n_threads") + _ROUTER_SECONDS + ("queue_size", "allowed_fails")
+                "n_threads") + _ROUTER_SECONDS + ("queue_size", "allowed_fails", "ram_budget",
+                                                  "vram_budget", "memory_headroom")
 
 
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:
@@ -224,8 +234,8 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
     models = {name: _parse_model(file, name, table) for name, table in models_data.items()}
     if routes_data is None:
         top.fail("routes", f"missing; add a [routes] table with a chain for each of {', '.join(TASKS)}")
-    routes = _parse_routes(_Table(file, "routes", routes_data), models)
-    return Config(path=file, models=models, routes=routes, router=router)
+    routes, strict = _parse_routes(_Table(file, "routes", routes_data), models)
+    return Config(path=file, models=models, routes=routes, router=router, strict_order=strict)
 
 
 def _parse_router(t: _Table) -> RouterSettings:
@@ -242,9 +252,26 @@ def _parse_router(t: _Table) -> RouterSettings:
         queue_size=t.take("queue_size", int, d.queue_size, _positive),
         allowed_fails=t.take("allowed_fails", int, d.allowed_fails, _positive),
         **{key: float(t.take(key, (int, float), getattr(d, key), _positive)) for key in _ROUTER_SECONDS},
+        ram_budget=_size(t, "ram_budget", allow_auto=True),
+        vram_budget=_size(t, "vram_budget", allow_auto=True),
+        memory_headroom=_size(t, "memory_headroom", allow_auto=False) or d.memory_headroom,
     )
     t.done(_ROUTER_KEYS)
     return settings
+
+
+def _size(t: _Table, key: str, *, allow_auto: bool) -> int | None:
+    """A size like "6GiB" (or "auto" where allowed: None)."""
+    value = t.take(key, (str, int))
+    if value is None or (allow_auto and value == "auto"):
+        return None
+    from zeta_local.admission import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        t.fail(key, f"{exc}, got {value!r}")
+        raise  # unreachable: fail() raises
 
 
 def _parse_model(file: Path, name: str, data: Any) -> ModelSpec:
@@ -280,6 +307,9 @@ def _parse_model(file: Path, name: str, data: Any) -> ModelSpec:
                            lambda v: None if v in CHAT_FORMATS
                            else "must be one of " + ", ".join(CHAT_FORMATS)),
         **{key: _float_or_none(t.take(key, (int, float), None, _positive)) for key in MODEL_BUDGET_KEYS},
+        pinned=t.take("pinned", bool, False),
+        keep_alive_s=_float_or_none(t.take("keep_alive_s", (int, float), None, _positive)),
+        allow_partial_offload=t.take("allow_partial_offload", bool, False),
     )
     t.done(_MODEL_KEYS)
     sources = [s for s, v in (("path", path), ("hf_repo", hf_repo), ("package", package)) if v]
@@ -301,10 +331,19 @@ def _resolve_path(raw: str, config_file: Path) -> Path:
     return path if path.is_absolute() else config_file.parent.absolute() / path
 
 
-def _parse_routes(t: _Table, models: Mapping[str, ModelSpec]) -> dict[str, tuple[str, ...]]:
+def _parse_routes(t: _Table, models: Mapping[str, ModelSpec]) -> tuple[dict[str, tuple[str, ...]], frozenset[str]]:
     routes: dict[str, tuple[str, ...]] = {}
+    strict: set[str] = set()
     for task in TASKS:
-        chain = t.take(task, list)
+        chain = t.take(task, (list, dict))
+        if isinstance(chain, dict):  # {chain = [...], strict_order = true}
+            route = _Table(t.file, f"routes.{task}", chain)
+            chain = route.take("chain", list)
+            if route.take("strict_order", bool, False):
+                strict.add(task)
+            route.done(("chain", "strict_order"))
+            if chain is None:
+                route.fail("chain", "missing; list the models to try, in order")
         if chain is None:
             t.fail(task, f"missing; every task ({', '.join(TASKS)}) needs a chain of models")
         if not chain:
@@ -323,4 +362,4 @@ def _parse_routes(t: _Table, models: Mapping[str, ModelSpec]) -> dict[str, tuple
             t.fail(task, "names a model twice")
         routes[task] = tuple(chain)
     t.done(TASKS)
-    return routes
+    return routes, frozenset(strict)

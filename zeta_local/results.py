@@ -23,6 +23,7 @@ QUEUE_FULL = "queue_full"  # too many requests already waiting for this model
 COOLING_DOWN = "cooling_down"  # the circuit breaker skips a model that keeps failing
 QUARANTINED = "quarantined"  # its worker did not come back from a cancel
 CANCELLED = "cancelled"  # the caller cancelled the request
+DOES_NOT_FIT = "does_not_fit"  # its predicted memory does not fit the budgets (numbers in detail)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class ModelStatus:
     queue_length: int
     served: int
     failed: int
+    memory_bytes: int = 0  # what the ledger says it holds (its estimate), 0 when unloaded
 
 
 @dataclass(frozen=True)

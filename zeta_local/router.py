@@ -16,6 +16,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from zeta_local.admission import MemoryLedger
 from zeta_local.backend import Backend, GenerationEnd, LlamaCppBackend, LoadedModel
 from zeta_local.breaker import CircuitBreaker
 from zeta_local.cancel import CancelToken
@@ -27,8 +28,9 @@ from zeta_local.errors import (Cancelled, ContextOverflow, FallbackExhausted, In
 from zeta_local.faults import ENV_VAR as FAULTS_ENV
 from zeta_local.faults import FaultInjectingBackend, parse_faults
 from zeta_local.gguf_info import read_gguf_info
+from zeta_local.memory import MemoryEstimate, estimate_memory
 from zeta_local.prompt_format import validate_messages
-from zeta_local.results import (CANCELLED, CONTEXT_OVERFLOW, COOLING_DOWN, DEADLINE, ERROR,
+from zeta_local.results import (CANCELLED, CONTEXT_OVERFLOW, COOLING_DOWN, DEADLINE, DOES_NOT_FIT, ERROR,
                                 INVALID_FILE, LOAD_FAILED, MISSING, OK, OUT_OF_MEMORY, QUARANTINED,
                                 QUEUE_FULL, STALLED, TIMEOUT_FIRST_TOKEN, TIMEOUT_LOAD, Attempt,
                                 Done, EmbeddingResult, Fallback, GenerationResult, ModelStatus,
@@ -89,6 +91,10 @@ class ZetaDynamicRouter:
         self._n_threads = settings.n_threads or _physical_cores()
         self._breaker = CircuitBreaker(settings.allowed_fails, settings.fail_window_s, settings.cooldown_s)
         self._workers: dict[tuple[str, bool], ModelWorker] = {}
+        self._estimates: dict[tuple[str, bool], MemoryEstimate] = {}
+        self._gpu = _gpu_offload_supported()
+        self._ledger = MemoryLedger(*_budgets(settings, self._gpu))
+        self._admission_lock = threading.Lock()
         self._watchdog: Watchdog | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -187,14 +193,16 @@ class ZetaDynamicRouter:
         deadline_at = time.monotonic() + (budgets.get("deadline_s") or self.config.router.deadline_s)
         attempts: list[Attempt] = []
         text_so_far = ""
-        for position, name in enumerate(decision.chain):
-            following = decision.chain[position + 1] if position + 1 < len(decision.chain) else None
+        remaining = list(decision.chain)
+        while remaining:
+            name = remaining.pop(0)
             job = Job(model=name, prompt=prompt, messages=messages, params=params, prefix=text_so_far)
             started = time.monotonic()
             produced: list[str] = []
             end: GenerationEnd | None = None
             for kind, *rest in self._attempt(job, embedding=False, deadline_at=deadline_at,
-                                             budgets=budgets, cancel=cancel):
+                                             budgets=budgets, cancel=cancel,
+                                             later_loaded=self._any_loaded(remaining, False)):
                 if kind == "text":
                     produced.append(rest[0])
                     yield TextChunk(rest[0], name)
@@ -217,6 +225,9 @@ class ZetaDynamicRouter:
             if outcome == CANCELLED:
                 raise Cancelled(attempts)
             text_so_far += "".join(produced)
+            if decision.task not in self.config.strict_order:
+                remaining = self._fallback_order(remaining, embedding=False)
+            following = remaining[0] if remaining else None
             self._log_hop(name, outcome, detail, following)
             if outcome == DEADLINE:
                 break
@@ -225,9 +236,10 @@ class ZetaDynamicRouter:
         raise FallbackExhausted(decision.task, attempts)
 
     def _attempt(self, job: Job, *, embedding: bool, deadline_at: float, budgets: dict[str, Any],
-                 cancel: CancelToken | None) -> Iterator[tuple[Any, ...]]:
-        """Run one attempt: yields ("text", piece)..., then ("end", GenerationEnd) or
-        ("vectors", array), or ("failed", outcome, detail). Never raises for the model's sake."""
+                 cancel: CancelToken | None, later_loaded: bool = False) -> Iterator[tuple[Any, ...]]:
+        """Run one attempt: yields ("text", piece)..., then ("end", GenerationEnd),
+        ("vectors", array) or ("loaded",) (a preload), or ("failed", outcome, detail).
+        Never raises for the model's sake."""
         name = job.model
         if cancel is not None and cancel.cancelled:
             yield ("failed", CANCELLED, "cancelled by the caller")
@@ -246,6 +258,10 @@ class ZetaDynamicRouter:
             if worker.quarantined:
                 yield ("failed", QUARANTINED, "its worker did not come back from a cancel")
                 return
+            refused = self._admit(name, embedding, worker, later_loaded)
+            if refused:
+                yield ("failed", DOES_NOT_FIT, refused)
+                return
             submitted = worker.submit(job)
             if not submitted:
                 yield ("failed", QUEUE_FULL, f"{self.config.router.queue_size} requests already "
@@ -257,7 +273,7 @@ class ZetaDynamicRouter:
             if cancel is not None:
                 cancel.attach(job)
             for event in _events(job, deadline_at, self.config.router.cancel_grace_s):
-                if event[0] in ("text", "end", "vectors"):
+                if event[0] in ("text", "end", "vectors", "loaded"):
                     if event[0] != "text":
                         verdict = OK
                     yield event
@@ -283,6 +299,55 @@ class ZetaDynamicRouter:
                 self._breaker.record(name, failed=verdict != OK)
             else:
                 self._breaker.release_trial(name)
+            if verdict == OUT_OF_MEMORY:  # the estimate was too low: never trust it again as is
+                self._ledger.correct_upward((name, embedding))
+            elif verdict == OK:
+                self._ledger.touch((name, embedding))
+
+    def _admit(self, name: str, embedding: bool, worker: ModelWorker, later_loaded: bool) -> str | None:
+        """Reserve the model's predicted memory before it loads; None when admitted (or already
+        loaded), else why not, with the numbers. Idle models are evicted to make room, least
+        recently used first, but not when a model later in the chain is loaded already: that
+        one answers sooner than an eviction and a cold load would."""
+        key = (name, embedding)
+        with self._admission_lock:
+            if worker.model is not None or worker.busy or key in self._ledger.held():
+                return None
+            busy = {k for k, w in self._workers.items() if w.busy}
+            admission = self._ledger.consider(key, self._estimates[key], busy)
+            if not admission.fits:
+                return admission.detail
+            if admission.evict and later_loaded:
+                return (f"{admission.detail}; it would take evicting "
+                        f"{', '.join(k[0] for k in admission.evict)}, and a model later in the "
+                        f"chain is loaded already")
+            for victim in admission.evict:
+                log.info("evicting %s (least recently used) to make room for %s", victim[0], name)
+                self._ledger.release(victim)
+                self._workers[victim].unload()
+            self._ledger.take(key, self._estimates[key], self.config.models[name].pinned)
+            return None
+
+    def _any_loaded(self, names: list[str], embedding: bool) -> bool:
+        return any(self._loaded_and_healthy(n, embedding) for n in names)
+
+    def _loaded_and_healthy(self, name: str, embedding: bool) -> bool:
+        worker = self._workers.get((name, embedding))
+        return worker is not None and worker.model is not None and not worker.quarantined \
+            and self._breaker.cooling_until(name) is None
+
+    def _fallback_order(self, names: list[str], embedding: bool) -> list[str]:
+        """Fallback candidates: loaded and healthy first, then those that fit without eviction,
+        then the rest, each group in the chain's order."""
+        def group(name: str) -> int:
+            if self._loaded_and_healthy(name, embedding):
+                return 0
+            estimate = self._estimates.get((name, embedding))
+            if estimate is None:  # never seen yet: its file may not even be here
+                return 2
+            admission = self._ledger.consider((name, embedding), estimate, set())
+            return 1 if admission.fits and not admission.evict else 2
+        return sorted(names, key=group)  # sorted() is stable: chain order within a group
 
     def _log_hop(self, name: str, outcome: str, detail: str, following: str | None) -> None:
         log.warning("%s: %s (%s)%s", name, outcome, detail,
@@ -315,11 +380,14 @@ class ZetaDynamicRouter:
         self._check_open()
         deadline_at = time.monotonic() + (budgets.get("deadline_s") or self.config.router.deadline_s)
         attempts: list[Attempt] = []
-        for name in chain:
+        remaining = list(chain)
+        while remaining:
+            name = remaining.pop(0)
             started = time.monotonic()
             job = Job(model=name, texts=list(texts))
             for kind, *rest in self._attempt(job, embedding=True, deadline_at=deadline_at,
-                                             budgets=budgets, cancel=cancel):
+                                             budgets=budgets, cancel=cancel,
+                                             later_loaded=self._any_loaded(remaining, True)):
                 if kind == "vectors":
                     vectors = rest[0]
                     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -331,12 +399,41 @@ class ZetaDynamicRouter:
             attempts.append(Attempt(name, outcome, detail, time.monotonic() - started))
             if outcome == CANCELLED:
                 raise Cancelled(attempts)
-            self._log_hop(name, outcome, detail, None)
+            if "embed" not in self.config.strict_order:
+                remaining = self._fallback_order(remaining, embedding=True)
+            self._log_hop(name, outcome, detail, remaining[0] if remaining else None)
             if outcome == DEADLINE:
                 break
         raise FallbackExhausted("embed", attempts)
 
     # ---- models -------------------------------------------------------------------------
+
+    def preload(self, name: str, *, embedding: bool = False) -> Attempt:
+        """Load a model now (admitted like any other load), so that a first request does not
+        wait for it. Raises FallbackExhausted carrying the attempt when it cannot be loaded."""
+        if name not in self.config.models:
+            raise UnknownModel(f"no model named {name!r}; models.toml declares {', '.join(self.config.models)}")
+        self._check_open()
+        started = time.monotonic()
+        job = Job(model=name)
+        outcome, detail = OK, "loaded"
+        for kind, *rest in self._attempt(job, embedding=embedding, budgets={}, cancel=None,
+                                         deadline_at=started + self.config.router.deadline_s):
+            if kind == "failed":
+                outcome, detail = rest
+        attempt = Attempt(name, outcome, detail, time.monotonic() - started)
+        if outcome != OK:
+            raise FallbackExhausted("preload", [attempt])
+        return attempt
+
+    def unload(self, name: str) -> None:
+        """Release the model (after the requests already queued for it)."""
+        if name not in self.config.models:
+            raise UnknownModel(f"no model named {name!r}; models.toml declares {', '.join(self.config.models)}")
+        with self._lock:
+            workers = [w for (n, _), w in self._workers.items() if n == name]
+        for worker in workers:
+            worker.unload()
 
     def loaded_models(self) -> list[str]:
         with self._lock:
@@ -366,8 +463,10 @@ class ZetaDynamicRouter:
                             read_gguf_info(path)
                     except (ModelFileMissing, InvalidModelFile) as exc:
                         state, detail = "unavailable", str(exc)
+            held = self._ledger.held()
             rows.append(ModelStatus(name, state, detail, sum(w.queue_length() for w in mine),
-                                    sum(w.served for w in mine), sum(w.failed for w in mine)))
+                                    sum(w.served for w in mine), sum(w.failed for w in mine),
+                                    sum(h.ram + h.vram for (n, _), h in held.items() if n == name)))
         return rows
 
     def _worker(self, name: str, embedding: bool) -> ModelWorker:
@@ -383,6 +482,9 @@ class ZetaDynamicRouter:
         path = find_model_file(spec)
         assert path is not None
         info = read_gguf_info(path)
+        estimate = estimate_memory(info, n_ctx=min(spec.n_ctx, info.context_length or spec.n_ctx),
+                                   n_gpu_layers=spec.n_gpu_layers if self._gpu else 0,
+                                   embedding=embedding)
 
         def load(cancel: threading.Event) -> LoadedModel:
             started = time.monotonic()
@@ -396,8 +498,11 @@ class ZetaDynamicRouter:
             self._check_open()
             worker = self._workers.get(key)
             if worker is None:  # another thread may have created it meanwhile
+                self._estimates[key] = estimate
                 worker = self._workers[key] = ModelWorker(
-                    f"{name}{'-embed' if embedding else ''}", load, self.config.router.queue_size)
+                    f"{name}{'-embed' if embedding else ''}", load, self.config.router.queue_size,
+                    keep_alive_s=None if spec.pinned else spec.keep_alive_s,
+                    on_release=lambda: self._ledger.release(key))
             return worker
 
     def _ensure_watchdog(self) -> Watchdog:
@@ -451,3 +556,40 @@ def _physical_cores() -> int:
     import psutil
 
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def _gpu_offload_supported() -> bool:
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except Exception:  # no usable llama.cpp: nothing will load anyway, and say so there
+        return False
+
+
+def _budgets(settings: Any, gpu: bool) -> tuple[int, int | None]:
+    """The RAM and VRAM budgets in bytes; "auto" is what is free now minus the headroom. VRAM
+    only matters for a build that can offload, and is unbounded when it cannot be measured."""
+    import psutil
+
+    ram = settings.ram_budget
+    if ram is None:
+        ram = max(0, psutil.virtual_memory().available - settings.memory_headroom)
+    vram = settings.vram_budget
+    if gpu and vram is None:
+        free = _free_vram()
+        vram = None if free is None else max(0, free - settings.memory_headroom)
+        if free is None:
+            log.warning("cannot measure free VRAM (install nvidia-ml-py, or set vram_budget)")
+    return ram, vram if gpu else None
+
+
+def _free_vram() -> int | None:
+    try:
+        import pynvml  # from nvidia-ml-py, if installed
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        return int(pynvml.nvmlDeviceGetMemoryInfo(handle).free)
+    except Exception:
+        return None

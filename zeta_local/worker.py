@@ -21,6 +21,8 @@ from zeta_local.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
+_UNLOAD = "unload"  # a queue item: release the model when its turn comes
+
 # Phases of a job, in order. The watchdog applies a different budget to each.
 QUEUED, LOADING, PREFILL, DECODING, FINISHED = "queued", "loading", "prefill", "decoding", "finished"
 
@@ -70,15 +72,18 @@ class Job:
 class ModelWorker:
     """Owns one model (loaded lazily by its first job) and runs its jobs one at a time."""
 
-    def __init__(self, name: str, loader: Callable[[threading.Event], LoadedModel], queue_size: int):
+    def __init__(self, name: str, loader: Callable[[threading.Event], LoadedModel], queue_size: int,
+                 keep_alive_s: float | None = None, on_release: Callable[[], None] | None = None):
         self.name = name
+        self.keep_alive_s = keep_alive_s
+        self._on_release = on_release
         self.model: LoadedModel | None = None
         self.current: Job | None = None
         self.quarantined = False
         self.served = 0
         self.failed = 0
         self._loader = loader
-        self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
+        self._jobs: queue.Queue[Job | str | None] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name=f"zeta-worker-{name}", daemon=True)
         self._thread.start()
 
@@ -93,6 +98,14 @@ class ModelWorker:
 
     def queue_length(self) -> int:
         return self._jobs.qsize()
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None or not self._jobs.empty()
+
+    def unload(self) -> None:
+        """Release the model once the work queued before this call is done."""
+        self._jobs.put(_UNLOAD)
 
     def submit(self, job: Job) -> bool:
         """Queue the job; False when the queue is full (the caller moves on)."""
@@ -109,7 +122,7 @@ class ModelWorker:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            if job is not None:
+            if isinstance(job, Job):
                 job.stop("cancelled", "the router was closed")
                 job.done.set()
         current = self.current
@@ -127,9 +140,19 @@ class ModelWorker:
 
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
+            idle_for = self.keep_alive_s if self.model is not None else None
+            try:
+                job = self._jobs.get(timeout=idle_for)
+            except queue.Empty:  # idle for keep_alive_s: give the memory back
+                log.info("%s idle for %g s (keep_alive_s); unloading it", self.name, idle_for)
+                self._release()
+                continue
             if job is None:
                 break
+            if job == _UNLOAD:
+                self._release()
+                continue
+            assert isinstance(job, Job)
             if job.cancel.is_set():  # stopped while it waited in the queue
                 job.done.set()
                 continue
@@ -158,6 +181,9 @@ class ModelWorker:
             self.model = self._loader(job.cancel)
         model = self.model
         model.cancel = job.cancel
+        if job.texts is None and job.prompt is None and job.messages is None:  # preload only
+            job.events.put(("loaded",))
+            return
         if job.texts is not None:
             self._start(job, sum(len(t) for t in job.texts))
             job.events.put(("vectors", model.embed(job.texts)))
@@ -192,3 +218,5 @@ class ModelWorker:
                 model.close()
             except Exception:
                 log.exception("closing %s failed", self.name)
+        if self._on_release is not None:
+            self._on_release()

@@ -1,0 +1,129 @@
+"""Admission: a model is loaded only when its predicted memory fits the budgets.
+
+The ledger records what each loaded model holds (its estimate, corrected upward after an
+out-of-memory). A model that does not fit may fit after evicting idle models, least recently
+used first, never a pinned or busy one; the router decides whether that is worth it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+from zeta_local.memory import MemoryEstimate
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+OOM_CORRECTION = 1.25  # after an out-of-memory, that model's estimate grows by this factor
+
+
+def parse_size(text: str | int) -> int:
+    """'6GiB', '512 MiB', '2GB' or a number of bytes -> bytes. Raises ValueError."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text <= 0:
+            raise ValueError("must be > 0")
+        return text
+    match = _SIZE.match(str(text))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"must be a size like \"6GiB\" or \"512MiB\", or \"auto\"")
+    value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def mib(n: int | float) -> str:
+    return f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.1f} GiB"
+
+
+@dataclass
+class Holding:
+    ram: int
+    vram: int
+    pinned: bool
+    last_used: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Admission:
+    fits: bool
+    evict: tuple[tuple[str, bool], ...]  # keys to unload first (empty when it fits as it is)
+    detail: str  # the numbers, for people
+
+
+class MemoryLedger:
+    def __init__(self, ram_budget: int, vram_budget: int | None):
+        self.ram_budget, self.vram_budget = ram_budget, vram_budget  # None: no GPU budget applies
+        self._held: dict[tuple[str, bool], Holding] = {}
+        self._correction: dict[tuple[str, bool], float] = {}
+        self._lock = threading.Lock()
+
+    def needs(self, key: tuple[str, bool], estimate: MemoryEstimate) -> tuple[int, int]:
+        """(RAM, VRAM) this model will take: its estimate, corrected after an out-of-memory."""
+        factor = self._correction.get(key, 1.0)
+        gpu = estimate.weights_gpu
+        return int((estimate.total - gpu) * factor), int(gpu * factor)
+
+    def correct_upward(self, key: tuple[str, bool]) -> None:
+        with self._lock:
+            self._correction[key] = self._correction.get(key, 1.0) * OOM_CORRECTION
+
+    def held(self) -> dict[tuple[str, bool], Holding]:
+        with self._lock:
+            return dict(self._held)
+
+    def free(self) -> tuple[int, int | None]:
+        with self._lock:
+            ram = self.ram_budget - sum(h.ram for h in self._held.values())
+            vram = None if self.vram_budget is None else \
+                self.vram_budget - sum(h.vram for h in self._held.values())
+        return ram, vram
+
+    def consider(self, key: tuple[str, bool], estimate: MemoryEstimate,
+                 busy: set[tuple[str, bool]]) -> Admission:
+        """Does the model fit now, or after evicting which idle models (LRU first)?"""
+        ram, vram = self.needs(key, estimate)
+        with self._lock:
+            held = {k: h for k, h in self._held.items() if k != key}
+            free_ram = self.ram_budget - sum(h.ram for h in held.values())
+            free_vram = None if self.vram_budget is None else \
+                self.vram_budget - sum(h.vram for h in held.values())
+        what = f"needs {mib(ram)} of RAM" + (f" and {mib(vram)} of VRAM" if vram else "")
+        if ram <= free_ram and (free_vram is None or vram <= free_vram):
+            return Admission(True, (), f"{what}; {mib(free_ram)} free under the {mib(self.ram_budget)} budget")
+        evict: list[tuple[str, bool]] = []
+        for k, h in sorted(held.items(), key=lambda item: item[1].last_used):
+            if ram <= free_ram and (free_vram is None or vram <= free_vram):
+                break
+            if h.pinned or k in busy:
+                continue
+            evict.append(k)
+            free_ram += h.ram
+            if free_vram is not None:
+                free_vram += h.vram
+        fits = ram <= free_ram and (free_vram is None or vram <= free_vram)
+        budgets = f"ram_budget {mib(self.ram_budget)}" + \
+            (f", vram_budget {mib(self.vram_budget)}" if self.vram_budget is not None else "")
+        holders = ", ".join(f"{k[0]}{' (embed)' if k[1] else ''} {mib(h.ram)}" for k, h in held.items())
+        detail = (f"{what}; {mib(self.ram_budget - sum(h.ram for h in held.values()))} free under "
+                  f"{budgets}" + (f" (held by {holders})" if holders else ""))
+        if not fits:
+            detail += "; lower n_ctx, raise the budget, or unpin a model"
+        return Admission(fits, tuple(evict) if fits else (), detail)
+
+    def take(self, key: tuple[str, bool], estimate: MemoryEstimate, pinned: bool) -> None:
+        ram, vram = self.needs(key, estimate)
+        with self._lock:
+            self._held[key] = Holding(ram, vram, pinned)
+
+    def touch(self, key: tuple[str, bool]) -> None:
+        with self._lock:
+            if key in self._held:
+                self._held[key].last_used = time.monotonic()
+
+    def release(self, key: tuple[str, bool]) -> None:
+        with self._lock:
+            self._held.pop(key, None)
