@@ -177,5 +177,5 @@ def test_plan_lists_every_model_with_its_estimate(config: Path):
         parts = small[purpose]
         assert parts["total"] == sum(parts[k] for k in ("weights_cpu", "weights_gpu", "kv_cache",
                                                          "output", "compute", "margin"))
-    assert small["fits_ram_now"] is True and data["available_ram"] > 0
+    assert small["fits"] is True and data["ram_budget"] > 0
     assert "TOTAL" in run_cli("plan", "--config", str(config)).stdout

@@ -148,3 +148,25 @@ def test_estimate_matches_llama_cpp_on_the_embedded_default(gemma_path: Path, n_
     """Gemma 3 270M: 235 MiB of weights but ~800 MiB allocated, mostly the logits of a
     512-token micro-batch over its 262k vocabulary; the estimate must know that."""
     check_accuracy(gemma_path, n_ctx, embedding)
+
+
+@pytest.mark.real_model
+def test_estimate_is_never_below_the_resident_growth(gemma_path: Path):
+    """Loading Gemma and evaluating a full 512-token batch grows the process by less than the
+    estimate (mapped weights are only partly resident; the estimate counts all of them)."""
+    import psutil
+
+    process = psutil.Process()
+    before = process.memory_info().rss
+    spec = ModelSpec(name="m", capabilities=frozenset({"generate"}), n_ctx=2048)
+    model = LlamaCppBackend().load(spec, gemma_path, read_gguf_info(gemma_path), embedding=False, n_threads=2)
+    try:
+        from zeta_local.sampling import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, top_p=1.0, top_k=1, repeat_penalty=1.0, seed=1)
+        list(model.generate("word " * 600, params))  # more than one micro-batch of prompt
+        grown = process.memory_info().rss - before
+    finally:
+        model.close()
+    predicted = estimate_memory(read_gguf_info(gemma_path), n_ctx=2048).total
+    assert 0 < grown <= predicted, f"grew {grown / MiB:.0f} MiB, predicted {predicted / MiB:.0f} MiB"

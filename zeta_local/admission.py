@@ -7,12 +7,15 @@ used first, never a pinned or busy one; the router decides whether that is worth
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 from dataclasses import dataclass, field
 
 from zeta_local.memory import MemoryEstimate
+
+log = logging.getLogger(__name__)
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -64,8 +67,7 @@ class MemoryLedger:
     def needs(self, key: tuple[str, bool], estimate: MemoryEstimate) -> tuple[int, int]:
         """(RAM, VRAM) this model will take: its estimate, corrected after an out-of-memory."""
         factor = self._correction.get(key, 1.0)
-        gpu = estimate.weights_gpu
-        return int((estimate.total - gpu) * factor), int(gpu * factor)
+        return int(estimate.ram * factor), int(estimate.vram * factor)
 
     def correct_upward(self, key: tuple[str, bool]) -> None:
         with self._lock:
@@ -92,8 +94,11 @@ class MemoryLedger:
             free_vram = None if self.vram_budget is None else \
                 self.vram_budget - sum(h.vram for h in held.values())
         what = f"needs {mib(ram)} of RAM" + (f" and {mib(vram)} of VRAM" if vram else "")
+        free = f"free: {mib(free_ram)} of ram_budget {mib(self.ram_budget)}" + (
+            f", {mib(free_vram)} of vram_budget {mib(self.vram_budget)}"
+            if free_vram is not None and self.vram_budget is not None else "")
         if ram <= free_ram and (free_vram is None or vram <= free_vram):
-            return Admission(True, (), f"{what}; {mib(free_ram)} free under the {mib(self.ram_budget)} budget")
+            return Admission(True, (), f"{what}; {free}")
         evict: list[tuple[str, bool]] = []
         for k, h in sorted(held.items(), key=lambda item: item[1].last_used):
             if ram <= free_ram and (free_vram is None or vram <= free_vram):
@@ -105,11 +110,9 @@ class MemoryLedger:
             if free_vram is not None:
                 free_vram += h.vram
         fits = ram <= free_ram and (free_vram is None or vram <= free_vram)
-        budgets = f"ram_budget {mib(self.ram_budget)}" + \
-            (f", vram_budget {mib(self.vram_budget)}" if self.vram_budget is not None else "")
-        holders = ", ".join(f"{k[0]}{' (embed)' if k[1] else ''} {mib(h.ram)}" for k, h in held.items())
-        detail = (f"{what}; {mib(self.ram_budget - sum(h.ram for h in held.values()))} free under "
-                  f"{budgets}" + (f" (held by {holders})" if holders else ""))
+        holders = ", ".join(f"{k[0]}{' (embed)' if k[1] else ''} {mib(h.ram + h.vram)}"
+                            for k, h in held.items())
+        detail = f"{what}; {free}" + (f" (held by {holders})" if holders else "")
         if not fits:
             detail += "; lower n_ctx, raise the budget, or unpin a model"
         return Admission(fits, tuple(evict) if fits else (), detail)
@@ -127,3 +130,43 @@ class MemoryLedger:
     def release(self, key: tuple[str, bool]) -> None:
         with self._lock:
             self._held.pop(key, None)
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build can put layers on a GPU (a CPU-only build ignores n_gpu_layers)."""
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except Exception:  # no usable llama.cpp: nothing will load anyway, and that says why
+        return False
+
+
+def memory_budgets(ram_budget: int | None, vram_budget: int | None, headroom: int,
+                    gpu: bool) -> tuple[int, int | None]:
+    """The RAM and VRAM budgets in bytes; None ("auto") is what is free now minus the headroom.
+    VRAM only matters for a build that can offload, and is unbounded when it cannot be measured."""
+    import psutil
+
+    ram = ram_budget if ram_budget is not None else \
+        max(0, psutil.virtual_memory().available - headroom)
+    if not gpu:
+        return ram, None
+    if vram_budget is None:
+        free = _free_vram()
+        if free is None:
+            log.warning("cannot measure free VRAM (install nvidia-ml-py, or set vram_budget); "
+                        "VRAM is not budgeted")
+            return ram, None
+        vram_budget = max(0, free - headroom)
+    return ram, vram_budget
+
+
+def _free_vram() -> int | None:
+    try:
+        import pynvml  # from nvidia-ml-py, when installed
+
+        pynvml.nvmlInit()
+        return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).free)
+    except Exception:
+        return None

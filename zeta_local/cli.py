@@ -194,9 +194,9 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([asdict(r) for r in rows])
         return 0
-    _print_table(("NAME", "STATE", "QUEUE", "SERVED", "FAILED", "DETAIL"),
-                 [(r.name, r.state, str(r.queue_length), str(r.served), str(r.failed), r.detail)
-                  for r in rows])
+    _print_table(("NAME", "STATE", "MEMORY", "QUEUE", "SERVED", "FAILED", "DETAIL"),
+                 [(r.name, r.state, _size(r.memory_bytes) if r.memory_bytes else "-",
+                   str(r.queue_length), str(r.served), str(r.failed), r.detail) for r in rows])
     return 0
 
 
@@ -207,8 +207,10 @@ def _plan(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(plan)
         return 0
-    print(f"available RAM now: {_size(plan['available_ram'])}; this llama.cpp build "
-          + ("can offload to a GPU" if plan["gpu_offload"] else "is CPU-only"))
+    vram = plan["vram_budget"]
+    print(f"ram_budget {_size(plan['ram_budget'])}"
+          + (f", vram_budget {_size(vram)}" if vram is not None else "")
+          + "; this llama.cpp build " + ("can offload to a GPU" if plan["gpu_offload"] else "is CPU-only"))
     rows = []
     for r in plan["models"]:
         for purpose in ("generate", "embed"):
@@ -217,12 +219,12 @@ def _plan(args: argparse.Namespace) -> int:
                 rows.append((r["name"], purpose, str(e["n_ctx"]), _size(e["weights_cpu"]),
                              _size(e["weights_gpu"]), _size(e["kv_cache"]), _size(e["output"]),
                              _size(e["compute"]), _size(e["margin"]), _size(e["total"]),
-                             "yes" if r["fits_ram_now"] else "no"))
+                             "yes" if r["fits"] else "no"))
         if r["generate"] is None and r["embed"] is None:
             rows.append((r["name"], "-", "-", "-", "-", "-", "-", "-", "-", "-",
                          f"file {r['file']}"))
     _print_table(("NAME", "CONTEXT", "N_CTX", "WEIGHTS CPU", "WEIGHTS GPU", "KV", "OUTPUT",
-                  "COMPUTE", "MARGIN", "TOTAL", "FITS RAM"), rows)
+                  "COMPUTE", "MARGIN", "TOTAL", "FITS"), rows)
     return 0
 
 

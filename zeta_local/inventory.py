@@ -41,35 +41,30 @@ def describe_models(config: Config) -> list[dict[str, Any]]:
 
 def plan_models(config: Config) -> dict[str, Any]:
     """The memory each model will take, by part, predicted from its GGUF header, and whether it
-    fits in the RAM available now. Loads nothing; a package not yet assembled is skipped."""
-    import psutil
-
+    fits the budgets now (both of its contexts at once). Loads nothing; a package not yet
+    assembled, or a missing file, has no header to predict from."""
+    from zeta_local.admission import gpu_offload_supported, memory_budgets
     from zeta_local.memory import estimate_memory
 
-    available = psutil.virtual_memory().available
+    settings = config.router
     gpu = gpu_offload_supported()
+    ram_budget, vram_budget = memory_budgets(settings.ram_budget, settings.vram_budget,
+                                              settings.memory_headroom, gpu)
     rows = []
     for row in describe_models(config):
         spec = config.models[row["name"]]
         plan: dict[str, Any] = {"name": row["name"], "file": row["file"], "problem": row["problem"],
-                                "generate": None, "embed": None, "fits_ram_now": None}
+                                "generate": None, "embed": None, "fits": None}
         if row["path"] is not None and row["file"] == "present":
             info = read_gguf_info(row["path"])
             n_ctx = min(spec.n_ctx, info.context_length or spec.n_ctx)
-            needed = 0
+            ram = vram = 0
             for purpose in ("generate", "embed"):
                 if purpose in spec.capabilities:
                     estimate = estimate_memory(info, n_ctx=n_ctx, embedding=purpose == "embed",
                                                n_gpu_layers=spec.n_gpu_layers if gpu else 0)
                     plan[purpose] = estimate.to_dict()
-                    needed += estimate.total
-            plan["fits_ram_now"] = needed <= available
+                    ram, vram = ram + estimate.ram, vram + estimate.vram
+            plan["fits"] = ram <= ram_budget and (vram_budget is None or vram <= vram_budget)
         rows.append(plan)
-    return {"available_ram": available, "gpu_offload": gpu, "models": rows}
-
-
-def gpu_offload_supported() -> bool:
-    """Whether this llama.cpp build can put layers on a GPU (a CPU-only build ignores n_gpu_layers)."""
-    import llama_cpp
-
-    return bool(llama_cpp.llama_supports_gpu_offload())
+    return {"ram_budget": ram_budget, "vram_budget": vram_budget, "gpu_offload": gpu, "models": rows}

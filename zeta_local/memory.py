@@ -36,13 +36,18 @@ class MemoryEstimate:
     output: int
     compute: int
     margin: int
+    vram: int = 0  # the part of the total on the GPU: offloaded weights, their KV, the compute buffer
+
+    @property
+    def ram(self) -> int:
+        return self.total - self.vram
 
     @property
     def total(self) -> int:
         return self.weights_gpu + self.weights_cpu + self.kv_cache + self.output + self.compute + self.margin
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"total": self.total}
+        return asdict(self) | {"ram": self.ram, "total": self.total}
 
 
 def estimate_memory(info: GGUFInfo, *, n_ctx: int, n_ubatch: int = 512, n_gpu_layers: int = 0,
@@ -86,9 +91,16 @@ def estimate_memory(info: GGUFInfo, *, n_ctx: int, n_ubatch: int = 512, n_gpu_la
     compute = max(logits, attention) + activations
 
     subtotal = gpu_weights + cpu_weights + kv_cache + output + compute
+    margin = int(subtotal * MARGIN)
+    # With layers offloaded, their KV cache and the compute buffer live on the GPU too (not yet
+    # checked on a GPU machine: see the notes on issue 4).
+    vram = 0
+    if on_gpu:
+        vram = gpu_weights + kv_cache * on_gpu // n_layer + compute
+        vram += int(vram * MARGIN)
     return MemoryEstimate(n_ctx=cells, weights_gpu=gpu_weights, weights_cpu=cpu_weights,
-                          kv_cache=kv_cache, output=output, compute=compute,
-                          margin=int(subtotal * MARGIN))
+                          kv_cache=kv_cache, output=output, compute=compute, margin=margin,
+                          vram=min(vram, subtotal + margin))
 
 
 def _int(value: Any, default: int) -> int:

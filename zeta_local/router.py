@@ -12,11 +12,12 @@ import os
 import queue
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from zeta_local.admission import MemoryLedger
+from zeta_local.admission import MemoryLedger, gpu_offload_supported, memory_budgets
 from zeta_local.backend import Backend, GenerationEnd, LlamaCppBackend, LoadedModel
 from zeta_local.breaker import CircuitBreaker
 from zeta_local.cancel import CancelToken
@@ -92,8 +93,11 @@ class ZetaDynamicRouter:
         self._breaker = CircuitBreaker(settings.allowed_fails, settings.fail_window_s, settings.cooldown_s)
         self._workers: dict[tuple[str, bool], ModelWorker] = {}
         self._estimates: dict[tuple[str, bool], MemoryEstimate] = {}
-        self._gpu = _gpu_offload_supported()
-        self._ledger = MemoryLedger(*_budgets(settings, self._gpu))
+        self._gpu = gpu_offload_supported()
+        self._ledger = MemoryLedger(*memory_budgets(settings.ram_budget, settings.vram_budget,
+                                                     settings.memory_headroom, self._gpu))
+        self._headers: dict[tuple[str, bool], Any] = {}  # GGUFInfo of each model seen
+        self._gpu_layers: dict[tuple[str, bool], int] = {}  # partial offloads chosen by admission
         self._admission_lock = threading.Lock()
         self._watchdog: Watchdog | None = None
         self._lock = threading.Lock()
@@ -315,6 +319,8 @@ class ZetaDynamicRouter:
                 return None
             busy = {k for k, w in self._workers.items() if w.busy}
             admission = self._ledger.consider(key, self._estimates[key], busy)
+            if not admission.fits and self.config.models[name].allow_partial_offload:
+                admission = self._partial_offload(key, busy) or admission
             if not admission.fits:
                 return admission.detail
             if admission.evict and later_loaded:
@@ -327,6 +333,24 @@ class ZetaDynamicRouter:
                 self._workers[victim].unload()
             self._ledger.take(key, self._estimates[key], self.config.models[name].pinned)
             return None
+
+    def _partial_offload(self, key: tuple[str, bool], busy: set[tuple[str, bool]]) -> Any:
+        """The most GPU layers that fit (allow_partial_offload); None if none do. The choice is
+        kept for the load and the ledger."""
+        info, spec = self._headers[key], self.config.models[key[0]]
+        estimate = self._estimates[key]
+        layers = info.arch_value("block_count")
+        if not (self._gpu and estimate.vram and isinstance(layers, int)):
+            return None
+        for on_gpu in range(layers - 1, -1, -1):
+            partial = estimate_memory(info, n_ctx=estimate.n_ctx, n_gpu_layers=on_gpu,
+                                      embedding=key[1])
+            admission = self._ledger.consider(key, partial, busy)
+            if admission.fits:
+                log.info("%s: %d of %d layers on the GPU (allow_partial_offload)", key[0], on_gpu, layers)
+                self._estimates[key], self._gpu_layers[key] = partial, on_gpu
+                return admission
+        return None
 
     def _any_loaded(self, names: list[str], embedding: bool) -> bool:
         return any(self._loaded_and_healthy(n, embedding) for n in names)
@@ -488,8 +512,10 @@ class ZetaDynamicRouter:
 
         def load(cancel: threading.Event) -> LoadedModel:
             started = time.monotonic()
-            model = self._backend.load(spec, path, info, embedding=embedding,
-                                       n_threads=self._n_threads, cancel=cancel)
+            layers = self._gpu_layers.get(key)
+            model = self._backend.load(spec if layers is None else replace(spec, n_gpu_layers=layers),
+                                       path, info, embedding=embedding, n_threads=self._n_threads,
+                                       cancel=cancel)
             log.info("loaded %s%s from %s in %.2f s", name, " (embedding)" if embedding else "",
                      path, time.monotonic() - started)
             return model
@@ -498,7 +524,7 @@ class ZetaDynamicRouter:
             self._check_open()
             worker = self._workers.get(key)
             if worker is None:  # another thread may have created it meanwhile
-                self._estimates[key] = estimate
+                self._estimates[key], self._headers[key] = estimate, info
                 worker = self._workers[key] = ModelWorker(
                     f"{name}{'-embed' if embedding else ''}", load, self.config.router.queue_size,
                     keep_alive_s=None if spec.pinned else spec.keep_alive_s,
@@ -556,40 +582,3 @@ def _physical_cores() -> int:
     import psutil
 
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-
-
-def _gpu_offload_supported() -> bool:
-    try:
-        import llama_cpp
-
-        return bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:  # no usable llama.cpp: nothing will load anyway, and say so there
-        return False
-
-
-def _budgets(settings: Any, gpu: bool) -> tuple[int, int | None]:
-    """The RAM and VRAM budgets in bytes; "auto" is what is free now minus the headroom. VRAM
-    only matters for a build that can offload, and is unbounded when it cannot be measured."""
-    import psutil
-
-    ram = settings.ram_budget
-    if ram is None:
-        ram = max(0, psutil.virtual_memory().available - settings.memory_headroom)
-    vram = settings.vram_budget
-    if gpu and vram is None:
-        free = _free_vram()
-        vram = None if free is None else max(0, free - settings.memory_headroom)
-        if free is None:
-            log.warning("cannot measure free VRAM (install nvidia-ml-py, or set vram_budget)")
-    return ram, vram if gpu else None
-
-
-def _free_vram() -> int | None:
-    try:
-        import pynvml  # from nvidia-ml-py, if installed
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        return int(pynvml.nvmlDeviceGetMemoryInfo(handle).free)
-    except Exception:
-        return None
