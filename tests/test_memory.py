@@ -5,7 +5,6 @@ what llama.cpp itself reports allocating for the tiny and the real embedded mode
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from gguf.constants import GGML_QUANT_SIZES
 from zeta_local.backend import LlamaCppBackend
 from zeta_local.config import ModelSpec
 from zeta_local.gguf_info import read_gguf_info
-from zeta_local.memory import MARGIN, estimate_memory
+from zeta_local.memory import MARGIN, allocated_from_log, estimate_memory
 
 MiB = 2**20
 Q4_K, Q6_K, F32 = GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K, GGMLQuantizationType.F32
@@ -120,10 +119,9 @@ def allocated_by_llama_cpp(path: Path, n_ctx: int, embedding: bool) -> float:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
-    sizes = [float(x) for line in lines if "buffer size =" in line
-             for x in re.findall(r"= +([\d.]+) MiB", line)]
-    assert sizes, "llama.cpp reported no buffer sizes"
-    return sum(sizes) * MiB
+    allocated = allocated_from_log(lines)
+    assert allocated > 0, "llama.cpp reported no buffer sizes"
+    return allocated
 
 
 def check_accuracy(path: Path, n_ctx: int, embedding: bool) -> None:

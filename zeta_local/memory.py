@@ -15,8 +15,9 @@ allocator alignment).
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from zeta_local.gguf_info import GGUFInfo, SkippedArray
 
@@ -129,3 +130,12 @@ def _layer_of(tensor_name: str) -> int | None:
         if number.isdigit():
             return int(number)
     return None
+
+
+_BUFFER_LINE = re.compile(r"buffer size = +([\d.]+) MiB")
+
+
+def allocated_from_log(lines: Iterable[str]) -> int:
+    """What llama.cpp says it allocated for one load (model, repacked, KV, output and compute
+    buffers), summed from its log lines: the measurement the estimate is held to."""
+    return int(sum(float(m.group(1)) for line in lines for m in _BUFFER_LINE.finditer(line)) * 2**20)
