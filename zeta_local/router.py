@@ -262,7 +262,7 @@ class ZetaDynamicRouter:
             if worker.quarantined:
                 yield ("failed", QUARANTINED, "its worker did not come back from a cancel")
                 return
-            refused = self._admit(name, embedding, worker, later_loaded)
+            refused = self._admit(name, embedding, later_loaded)
             if refused:
                 yield ("failed", DOES_NOT_FIT, refused)
                 return
@@ -308,14 +308,16 @@ class ZetaDynamicRouter:
             elif verdict == OK:
                 self._ledger.touch((name, embedding))
 
-    def _admit(self, name: str, embedding: bool, worker: ModelWorker, later_loaded: bool) -> str | None:
+    def _admit(self, name: str, embedding: bool, later_loaded: bool) -> str | None:
         """Reserve the model's predicted memory before it loads; None when admitted (or already
         loaded), else why not, with the numbers. Idle models are evicted to make room, least
         recently used first, but not when a model later in the chain is loaded already: that
         one answers sooner than an eviction and a cold load would."""
         key = (name, embedding)
         with self._admission_lock:
-            if worker.model is not None or worker.busy or key in self._ledger.held():
+            # Loaded, loading or queued models hold a reservation already. (An evicted model
+            # whose unload is still queued does not, and is admitted again like any other.)
+            if key in self._ledger.held():
                 return None
             busy = {k for k, w in self._workers.items() if w.busy}
             admission = self._ledger.consider(key, self._estimates[key], busy)

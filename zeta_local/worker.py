@@ -218,5 +218,7 @@ class ModelWorker:
                 model.close()
             except Exception:
                 log.exception("closing %s failed", self.name)
-        if self._on_release is not None:
+        # Requests already queued will load the model again under the reservation they were
+        # admitted with: only an idle worker gives its reservation back.
+        if self._on_release is not None and self._jobs.empty():
             self._on_release()
