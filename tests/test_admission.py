@@ -172,3 +172,33 @@ def test_partial_offload_before_skipping(write_config: Callable[..., Path], monk
             assert [(a.model, a.outcome) for a in result.attempts][0] == ("a", "does_not_fit")
             assert "of VRAM" in result.attempts[0].detail and "of vram_budget 5 MiB" in result.attempts[0].detail
             assert result.model == "b"
+
+
+def test_a_model_is_never_loaded_twice_at_once(write_config: Callable[..., Path]):
+    """Eight requests for an unloaded model at the same moment: one load, eight answers."""
+    import threading
+
+    from zeta_local.backend import LlamaCppBackend
+
+    class CountingBackend(LlamaCppBackend):  # the real backend, counting its loads
+        loads = 0
+
+        def load(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            CountingBackend.loads += 1
+            return super().load(*args, **kwargs)
+
+    path = write_config({"a": {"model": "tiny-a"}})
+    with ZetaDynamicRouter.from_toml(path, backend=CountingBackend()) as router:
+        start = threading.Barrier(8)
+        results = []
+
+        def ask() -> None:
+            start.wait(timeout=30)
+            results.append(router.generate("x", task="chat").model)
+
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert results == ["a"] * 8 and CountingBackend.loads == 1
