@@ -46,7 +46,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from zeta_local import CancelToken, Cancelled, Fallback, TextChunk, ZetaDynamicRouter
+    from zeta_local import CancelToken, Cancelled, TextChunk, ZetaDynamicRouter
     from zeta_local.config import shipped_config_path, load_config
     from zeta_local.sources import find_model_file
 

@@ -31,7 +31,7 @@ def parse_size(text: str | int) -> int:
         return text
     match = _SIZE.match(str(text))
     if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"must be a size like \"6GiB\" or \"512MiB\", or \"auto\"")
+        raise ValueError("must be a size like \"6GiB\" or \"512MiB\", or \"auto\"")
     value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
     if value <= 0:
         raise ValueError("must be > 0")

@@ -339,7 +339,7 @@ class ZetaDynamicRouter:
     def _partial_offload(self, key: tuple[str, bool], busy: set[tuple[str, bool]]) -> Any:
         """The most GPU layers that fit (allow_partial_offload); None if none do. The choice is
         kept for the load and the ledger."""
-        info, spec = self._headers[key], self.config.models[key[0]]
+        info = self._headers[key]
         estimate = self._estimates[key]
         layers = info.arch_value("block_count")
         if not (self._gpu and estimate.vram and isinstance(layers, int)):
