@@ -48,7 +48,7 @@ def test_model_over_the_budget_does_not_fit_and_the_next_answers(gemma_path: Pat
         result = router.generate("hello", task="chat")
     assert [(a.model, a.outcome) for a in result.attempts] == [("gemma", "does_not_fit"), ("small", "ok")]
     detail = result.attempts[0].detail
-    assert "needs 8" in detail and "MiB of RAM" in detail and "free: 100 MiB of ram_budget 100 MiB" in detail
+    assert "needs 8" in detail and "MiB of RAM" in detail and "free: 100.0 MiB of ram_budget 100.0 MiB" in detail
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_partial_offload_before_skipping(write_config: Callable[..., Path], monk
             assert router._estimates[("a", False)].vram <= 5 * 2**20
         else:
             assert [(a.model, a.outcome) for a in result.attempts][0] == ("a", "does_not_fit")
-            assert "of VRAM" in result.attempts[0].detail and "of vram_budget 5 MiB" in result.attempts[0].detail
+            assert "of VRAM" in result.attempts[0].detail and "5.0 MiB of vram_budget 5.0 MiB" in result.attempts[0].detail
             assert result.model == "b"
 
 

@@ -39,7 +39,10 @@ def parse_size(text: str | int) -> int:
 
 
 def mib(n: int | float) -> str:
-    return f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.1f} GiB"
+    """Bytes for people, in the binary units llama.cpp reports its buffers in."""
+    if n < 2**20:
+        return f"{n / 2**10:,.1f} KiB"
+    return f"{n / 2**20:,.1f} MiB" if n < 2**30 else f"{n / 2**30:,.2f} GiB"
 
 
 @dataclass

@@ -189,18 +189,21 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from zeta_local.admission import mib
+
     with _router(args) as router:
         rows = router.status()
     if args.json:
         _print_json([asdict(r) for r in rows])
         return 0
     _print_table(("NAME", "STATE", "MEMORY", "QUEUE", "SERVED", "FAILED", "DETAIL"),
-                 [(r.name, r.state, _size(r.memory_bytes) if r.memory_bytes else "-",
+                 [(r.name, r.state, mib(r.memory_bytes) if r.memory_bytes else "-",
                    str(r.queue_length), str(r.served), str(r.failed), r.detail) for r in rows])
     return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from zeta_local.admission import mib
     from zeta_local.inventory import plan_models
 
     plan = plan_models(load_config(args.config))
@@ -208,17 +211,16 @@ def _plan(args: argparse.Namespace) -> int:
         _print_json(plan)
         return 0
     vram = plan["vram_budget"]
-    print(f"ram_budget {_size(plan['ram_budget'])}"
-          + (f", vram_budget {_size(vram)}" if vram is not None else "")
+    print(f"ram_budget {mib(plan['ram_budget'])}"
+          + (f", vram_budget {mib(vram)}" if vram is not None else "")
           + "; this llama.cpp build " + ("can offload to a GPU" if plan["gpu_offload"] else "is CPU-only"))
     rows = []
     for r in plan["models"]:
         for purpose in ("generate", "embed"):
             e = r[purpose]
             if e is not None:
-                rows.append((r["name"], purpose, str(e["n_ctx"]), _size(e["weights_cpu"]),
-                             _size(e["weights_gpu"]), _size(e["kv_cache"]), _size(e["output"]),
-                             _size(e["compute"]), _size(e["margin"]), _size(e["total"]),
+                rows.append((r["name"], purpose, str(e["n_ctx"]), *(mib(e[part]) for part in (
+                    "weights_cpu", "weights_gpu", "kv_cache", "output", "compute", "margin", "total")),
                              "yes" if r["fits"] else "no"))
         if r["generate"] is None and r["embed"] is None:
             rows.append((r["name"], "-", "-", "-", "-", "-", "-", "-", "-", "-",
