@@ -93,7 +93,7 @@ def test_missing_local_path_names_the_table(tmp_path: Path):
 def test_hf_cache_is_found_offline(tmp_path: Path, tiny_models: dict[str, Path],
                                    write_config: Callable[..., Path]):
     """A file in the Hugging Face cache layout is found and served with no network access;
-    one that is not there is 'missing' with the `hf download` command."""
+    one that is not there is 'missing' with the command that fetches it."""
     hub = tmp_path / "hub"
     snapshot = hub / "models--org--repo" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
@@ -107,7 +107,7 @@ def test_hf_cache_is_found_offline(tmp_path: Path, tiny_models: dict[str, Path],
         run_cli("models", "--json", "--config", str(config), env=env).stdout)["models"]}
     assert rows["cached"]["file"] == "present" and rows["cached"]["path"].startswith(str(snapshot))
     assert rows["absent"]["file"] == "missing"
-    assert "hf download org/other x.gguf" in rows["absent"]["problem"]
+    assert "run `zeta-local download absent`" in rows["absent"]["problem"]
     proc = run_cli("ask", "hello", "--task", "chat", "--json", "--config", str(config), env=env)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["model"] == "cached"

@@ -1,4 +1,4 @@
-"""The `zeta-local` command: ask, route, embed, status, models, plan.
+"""The `zeta-local` command: ask, route, embed, status, models, plan, download, doctor.
 
 What a person sees is decided here: answers on stdout as they are generated, which model
 answered and every model skipped (with why) on stderr, and a one-line error with a non-zero exit
@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Sequence
 
 from zeta_local.config import Config, load_config
@@ -89,6 +90,20 @@ def _parser() -> argparse.ArgumentParser:
                             help="every model's state: unloaded, unavailable (and why), ready, ...")
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=_status)
+
+    download = sub.add_parser("download", parents=[common],
+                              help="fetch models' GGUF files from the Hugging Face hub, verified")
+    download.add_argument("names", nargs="*", metavar="NAME")
+    download.add_argument("--all", action="store_true", help="every model of models.toml")
+    download.add_argument("--dir", type=Path, help="download here instead of the Hugging Face cache "
+                          "(then point `path` in models.toml at the file)")
+    download.add_argument("--min-free", default="1GiB", metavar="SIZE",
+                          help="space that must stay free after the download (default 1GiB)")
+    download.set_defaults(run=_download)
+
+    doctor = sub.add_parser("doctor", parents=[common],
+                            help="check this machine, llama.cpp, every model file and every route")
+    doctor.set_defaults(run=_doctor)
 
     plan = sub.add_parser("plan", parents=[common],
                           help="predicted memory of every model, by part, from its GGUF header")
@@ -200,6 +215,40 @@ def _status(args: argparse.Namespace) -> int:
                  [(r.name, r.state, mib(r.memory_bytes) if r.memory_bytes else "-",
                    str(r.queue_length), str(r.served), str(r.failed), r.detail) for r in rows])
     return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from zeta_local.admission import parse_size
+    from zeta_local.downloads import download_model
+
+    config = load_config(args.config)
+    if args.all == bool(args.names):
+        raise InvalidRequest("name the models to download, or use --all")
+    unknown = [n for n in args.names if n not in config.models]
+    if unknown:
+        raise InvalidRequest(f"no model named {', '.join(unknown)}; models.toml declares "
+                             f"{', '.join(config.models)}")
+    try:
+        min_free = parse_size(args.min_free)
+    except ValueError as exc:
+        raise InvalidRequest(f"--min-free {exc}") from None
+    failed = 0
+    for name in args.names or list(config.models):
+        try:
+            done = download_model(config.models[name], dest_dir=args.dir, min_free=min_free)
+            print(f"{name}: {done.detail}")
+        except ZetaError as exc:
+            _err(f"error: {exc}")
+            failed += 1
+    return EXIT_FAILED if failed else 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from zeta_local.doctor import run_doctor
+
+    report, healthy = run_doctor(load_config(args.config))
+    print(report)
+    return 0 if healthy else EXIT_FAILED
 
 
 def _plan(args: argparse.Namespace) -> int:

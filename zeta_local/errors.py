@@ -63,6 +63,14 @@ class Cancelled(ZetaError, RuntimeError):
         super().__init__("the request was cancelled by the caller")
 
 
+class DownloadFailed(ZetaError, OSError):
+    """A model file could not be fetched or did not verify; nothing half-written is left."""
+
+
+class Offline(DownloadFailed, ConnectionError):
+    """The Hugging Face hub cannot be reached (no network, or HF_HUB_OFFLINE=1)."""
+
+
 class FallbackExhausted(ZetaError, RuntimeError):
     """Every model in the chain was tried and none answered; carries every attempt."""
 

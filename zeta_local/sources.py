@@ -57,9 +57,9 @@ def _from_hf_cache(spec: ModelSpec) -> Path:
     if isinstance(found, str) and Path(found).exists():
         return Path(found)
     raise ModelFileMissing(
-        f"{spec.hf_repo}/{spec.hf_file} is not in the Hugging Face cache "
-        f"({HF_HUB_CACHE}); download it with `hf download {spec.hf_repo} {spec.hf_file}`, "
-        f"or set `path` in [models.{spec.name}] to a local copy")
+        f"{spec.hf_repo}/{spec.hf_file} is not in the Hugging Face cache ({HF_HUB_CACHE}); "
+        f"run `zeta-local download {spec.name}`, or set `path` in [models.{spec.name}] to a "
+        f"local copy")
 
 
 def _from_package(spec: ModelSpec, materialize: bool) -> Path | None:
