@@ -4,17 +4,15 @@ what llama.cpp itself reports allocating for the tiny and the real embedded mode
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
 from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.constants import GGML_QUANT_SIZES
 
-from zeta_local.backend import LlamaCppBackend
-from zeta_local.config import ModelSpec
 from zeta_local.gguf_info import read_gguf_info
-from zeta_local.memory import MARGIN, allocated_from_log, estimate_memory
+from zeta_local.bench import measure_allocation
+from zeta_local.memory import MARGIN, estimate_memory
 
 MiB = 2**20
 Q4_K, Q6_K, F32 = GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K, GGMLQuantizationType.F32
@@ -101,31 +99,9 @@ def test_known_kv_sizes():
     assert n_layer * n_kv * 2 * head_dim * 2 * 8192 == 448 * MiB
 
 
-def allocated_by_llama_cpp(path: Path, n_ctx: int, embedding: bool) -> float:
-    """What llama.cpp reports allocating (model, KV, output and compute buffers), from its log."""
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    handler, logger = Collect(), logging.getLogger("zeta_local.llama_cpp")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        spec = ModelSpec(name="m", capabilities=frozenset({"generate"}), n_ctx=n_ctx)
-        LlamaCppBackend().load(spec, path, read_gguf_info(path), embedding=embedding, n_threads=1).close()
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-    allocated = allocated_from_log(lines)
-    assert allocated > 0, "llama.cpp reported no buffer sizes"
-    return allocated
-
-
 def check_accuracy(path: Path, n_ctx: int, embedding: bool) -> None:
-    measured = allocated_by_llama_cpp(path, n_ctx, embedding)
+    measured, _ = measure_allocation(path, n_ctx, embedding)
+    assert measured > 0, "llama.cpp reported no buffer sizes"
     predicted = estimate_memory(read_gguf_info(path), n_ctx=n_ctx, embedding=embedding).total
     error = (predicted - measured) / measured
     assert abs(error) <= 0.10, f"predicted {predicted / MiB:.1f} MiB, llama.cpp allocated {measured / MiB:.1f} MiB"
@@ -152,19 +128,6 @@ def test_estimate_matches_llama_cpp_on_the_embedded_default(gemma_path: Path, n_
 def test_estimate_is_never_below_the_resident_growth(gemma_path: Path):
     """Loading Gemma and evaluating a full 512-token batch grows the process by less than the
     estimate (mapped weights are only partly resident; the estimate counts all of them)."""
-    import psutil
-
-    process = psutil.Process()
-    before = process.memory_info().rss
-    spec = ModelSpec(name="m", capabilities=frozenset({"generate"}), n_ctx=2048)
-    model = LlamaCppBackend().load(spec, gemma_path, read_gguf_info(gemma_path), embedding=False, n_threads=2)
-    try:
-        from zeta_local.sampling import SamplingParams
-
-        params = SamplingParams(max_tokens=1, temperature=0.0, top_p=1.0, top_k=1, repeat_penalty=1.0, seed=1)
-        list(model.generate("word " * 600, params))  # more than one micro-batch of prompt
-        grown = process.memory_info().rss - before
-    finally:
-        model.close()
+    _, grown = measure_allocation(gemma_path, 2048)
     predicted = estimate_memory(read_gguf_info(gemma_path), n_ctx=2048).total
     assert 0 < grown <= predicted, f"grew {grown / MiB:.0f} MiB, predicted {predicted / MiB:.0f} MiB"

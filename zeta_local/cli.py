@@ -105,6 +105,14 @@ def _parser() -> argparse.ArgumentParser:
                             help="check this machine, llama.cpp, every model file and every route")
     doctor.set_defaults(run=_doctor)
 
+    bench = sub.add_parser("bench", parents=[common],
+                           help="measure overhead, failover, cancel, memory, concurrency, roofline")
+    bench.add_argument("--quick", action="store_true", help="fewer runs: under two minutes on 2 cores")
+    bench.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
+    bench.add_argument("--markdown", type=Path, metavar="PATH", help="write them as markdown tables")
+    bench.add_argument("--plots", type=Path, metavar="DIR", help="write PNG charts (needs the bench extra)")
+    bench.set_defaults(run=_bench)
+
     plan = sub.add_parser("plan", parents=[common],
                           help="predicted memory of every model, by part, from its GGUF header")
     plan.add_argument("--json", action="store_true")
@@ -249,6 +257,22 @@ def _doctor(args: argparse.Namespace) -> int:
     report, healthy = run_doctor(load_config(args.config))
     print(report)
     return 0 if healthy else EXIT_FAILED
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from zeta_local.bench import run_bench, to_markdown, write_plots
+
+    results = run_bench(args.config, quick=args.quick, progress=lambda line: _err(line))
+    text = to_markdown(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(text)
+    if args.plots:
+        for path in write_plots(results, args.plots):
+            _err(f"wrote {path}")
+    print(text)
+    return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
