@@ -13,8 +13,9 @@ from conftest import run_cli
 def test_quick_bench_on_the_tiny_models(tmp_path: Path, write_config: Callable[..., Path]):
     config = write_config({"t": {"model": "tiny-a"}})
     out, md = tmp_path / "out.json", tmp_path / "out.md"
-    proc = run_cli("bench", "--quick", "--json", str(out), "--markdown", str(md), "--config", str(config),
-                   timeout=280)
+    plots = tmp_path / "plots"
+    proc = run_cli("bench", "--quick", "--json", str(out), "--markdown", str(md), "--plots", str(plots),
+                   "--config", str(config), timeout=280)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     for key in ("machine", "overhead", "failover", "cancel", "memory", "concurrency", "roofline"):
@@ -27,3 +28,5 @@ def test_quick_bench_on_the_tiny_models(tmp_path: Path, write_config: Callable[.
     assert 0 < data["roofline"]["fraction"]
     assert "[1/7] machine" in proc.stderr
     assert md.read_text().startswith("# zeta_local benchmark (quick)")
+    assert sorted(p.name for p in plots.iterdir()) == ["failover.png", "overhead.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots.iterdir())
