@@ -153,8 +153,8 @@ def test_status_lists_every_model(config: Path):
 def test_hung_first_model_is_timed_out_and_the_next_answers(write_config: Callable[..., Path]):
     """The issue's demonstration: the code chain's first model hangs in prompt evaluation;
     ask answers from the next one and --json shows timeout_first_token."""
-    path = write_config({"first": {"model": "tiny-a"}, "second": {"model": "tiny-b"}},
-                        router={"first_token_timeout_s": 0.5, "stall_timeout_s": 0.5})
+    path = write_config({"first": {"model": "tiny-a", "first_token_timeout_s": 0.5, "stall_timeout_s": 0.5},
+                         "second": {"model": "tiny-b"}})
     for fault, outcome in (("hang_prefill", "timeout_first_token"), ("stall_after:3", "stalled")):
         proc = run_cli("ask", "def f(): pass", "--task", "code", "--json", "--config", str(path),
                        env={"ZETA_INJECT_FAULTS": f"first={fault}"})

@@ -19,8 +19,10 @@ from zeta_local import (CancelToken, Cancelled, Done, Fallback, FallbackExhauste
                         ZetaDynamicRouter, ZetaError)
 
 MARGIN_S = 5.0  # generous: timing is measured in the benchmarks, not asserted here
-FAST = {"load_timeout_s": 0.5, "first_token_timeout_s": 0.5, "stall_timeout_s": 0.5,
-        "cancel_grace_s": 2.0, "max_tokens": 24}
+# Short budgets go on the model that misbehaves only (per-model keys); the healthy models keep
+# the generous defaults, so that a busy machine never makes *them* trip.
+FAST = {"load_timeout_s": 0.5, "first_token_timeout_s": 0.5, "stall_timeout_s": 0.5}
+ROUTER = {"cancel_grace_s": 2.0, "max_tokens": 24}
 
 
 def zeta_threads() -> list[threading.Thread]:
@@ -29,7 +31,7 @@ def zeta_threads() -> list[threading.Thread]:
 
 @pytest.fixture
 def two_models(write_config: Callable[..., Path]) -> Path:
-    return write_config({"first": {"model": "tiny-a"}, "second": {"model": "tiny-b"}}, router=FAST)
+    return write_config({"first": {"model": "tiny-a"} | FAST, "second": {"model": "tiny-b"}}, router=ROUTER)
 
 
 @pytest.mark.parametrize("fault, outcome", [
@@ -65,12 +67,13 @@ def test_embedding_faults_fall_back(two_models: Path, fault: str, outcome: str):
 
 
 def test_slow_but_steady_is_not_a_stall(write_config: Callable[..., Path]):
-    """Tokens 100 ms apart under a 0.5 s stall budget: slow, not stalled, so it answers."""
-    path = write_config({"first": {"model": "tiny-a"}, "second": {"model": "tiny-b"}},
-                        router=FAST | {"max_tokens": 8})
+    """Tokens 100 ms apart under a 1 s stall budget, 3 s in all: slow, not stalled, so it answers."""
+    path = write_config({"first": {"model": "tiny-a", "stall_timeout_s": 1.0}, "second": {"model": "tiny-b"}},
+                        router=ROUTER | {"max_tokens": 30})
     with ZetaDynamicRouter.from_toml(path, faults="first=slow_token:100") as router:
         result = router.generate("hello", task="chat")
-    assert result.model == "first" and result.usage.seconds >= 0.1 * (result.usage.completion_tokens - 1)
+    assert result.model == "first" and result.attempts[0].outcome == "ok"
+    assert result.usage.seconds > 1.0, "the answer as a whole took longer than the stall budget"
 
 
 def test_stall_mid_answer_is_continued_by_the_next_model(two_models: Path):
@@ -87,14 +90,14 @@ def test_stall_mid_answer_is_continued_by_the_next_model(two_models: Path):
 def test_worker_is_ready_again_after_a_cancelled_prefill(write_config: Callable[..., Path]):
     """After a trip inside prompt evaluation the same model serves the next request normally:
     the cancel reached llama.cpp, and the context was reset."""
-    path = write_config({"only": {"model": "tiny-a"}}, router=FAST)
+    path = write_config({"only": {"model": "tiny-a"}}, router=ROUTER)
     with ZetaDynamicRouter.from_toml(path) as router:
         router.generate("warm up", task="chat")
         model = router._workers[("only", False)].model
         blocked = threading.Event()
         model.decode_hook = lambda: (blocked.set(), model.cancel.wait(10))  # hang inside decode
         with pytest.raises(FallbackExhausted) as caught:
-            router.generate("hello", task="chat")
+            router.generate("hello", task="chat", first_token_timeout_s=0.5)
         assert caught.value.attempts[0].outcome == "timeout_first_token" and blocked.is_set()
         model.decode_hook = None
         assert router.generate("hello again", task="chat").model == "only"
@@ -139,7 +142,7 @@ def test_deadline_shared_by_the_chain_ends_in_fallback_exhausted(write_config: C
     """Every model hangs; the request's deadline stops the chain, well before the sum of the
     per-attempt budgets."""
     path = write_config({"a": {"model": "tiny-a"}, "b": {"model": "tiny-b"}, "c": {"model": "tiny-chatml"}},
-                        router=FAST | {"first_token_timeout_s": 30.0})
+                        router=ROUTER)
     with ZetaDynamicRouter.from_toml(path, faults="a=hang_prefill;b=hang_prefill;c=hang_prefill") as router:
         started = time.monotonic()
         with pytest.raises(FallbackExhausted) as caught:
@@ -152,7 +155,7 @@ def test_deadline_shared_by_the_chain_ends_in_fallback_exhausted(write_config: C
 def test_prompt_overflowing_one_context_fits_the_next(write_config: Callable[..., Path]):
     """context_overflow on the small model, an answer from the larger one."""
     path = write_config({"small": {"model": "tiny-a", "n_ctx": 256},
-                         "large": {"model": "tiny-b", "n_ctx": 2048}}, router=FAST)
+                         "large": {"model": "tiny-b", "n_ctx": 2048}}, router=ROUTER)
     with ZetaDynamicRouter.from_toml(path) as router:
         result = router.generate("z" * 700, task="chat")
     assert [a.outcome for a in result.attempts] == ["context_overflow", "ok"]
@@ -162,7 +165,7 @@ def test_circuit_breaker_skips_then_retries(write_config: Callable[..., Path]):
     """After allowed_fails failures the model is skipped (cooling_down); after the cooldown one
     trial request goes through again."""
     path = write_config({"flaky": {"model": "tiny-a"}, "steady": {"model": "tiny-b"}},
-                        router=FAST | {"allowed_fails": 2, "cooldown_s": 0.5})
+                        router=ROUTER | {"allowed_fails": 2, "cooldown_s": 0.5})
     with ZetaDynamicRouter.from_toml(path, faults="flaky=raise_after:0") as router:
         outcomes = [router.generate("hi", task="chat").attempts[0].outcome for _ in range(3)]
         assert outcomes == ["error", "error", "cooling_down"]
@@ -175,7 +178,7 @@ def test_circuit_breaker_skips_then_retries(write_config: Callable[..., Path]):
 def test_full_queue_moves_on(write_config: Callable[..., Path]):
     """With one slot and the model busy, a further request goes to the next model at once."""
     path = write_config({"slow": {"model": "tiny-a"}, "other": {"model": "tiny-b"}},
-                        router=FAST | {"queue_size": 1, "stall_timeout_s": 10.0, "max_tokens": 30})
+                        router=ROUTER | {"queue_size": 1, "max_tokens": 30})
     with ZetaDynamicRouter.from_toml(path, faults="slow=slow_token:100") as router:
         results: list = []
         threads = [threading.Thread(target=lambda: results.append(router.generate("hi", task="chat")))
@@ -207,7 +210,7 @@ def test_sixteen_threads_mixed_tasks_random_faults(write_config: Callable[..., P
     path = write_config({"a": {"model": "tiny-a"}, "b": {"model": "tiny-b"}, "c": {"model": "tiny-chatml"}},
                         routes={"code": ["a", "b", "c"], "reason": ["b", "c", "a"],
                                 "chat": ["c", "a", "b"], "embed": ["a", "b"]},
-                        router=FAST | {"allowed_fails": 1000, "max_tokens": 12})
+                        router=ROUTER | FAST | {"allowed_fails": 1000, "max_tokens": 12})
     rng = random.Random(5)
     faults = ";".join(f"{m}={rng.choice(['hang_prefill', 'stall_after:2', 'raise_after:1', 'slow_token:5'])}"
                       for m in ("a", "b"))
@@ -259,7 +262,7 @@ def test_stream_abandoned_by_its_consumer_stops_the_model(two_models: Path):
         for event in router.stream("hello", task="chat", max_tokens=200):
             if isinstance(event, TextChunk):
                 break
-        assert router.generate("again", task="chat").model == "first"
+        assert router.generate("again", task="chat", first_token_timeout_s=30, stall_timeout_s=30).model == "first"
 
 
 @pytest.mark.real_model
@@ -267,8 +270,8 @@ def test_budget_of_a_new_phase_is_enforced_after_a_slow_load(gemma_path: Path,
                                                              write_config: Callable[..., Path]):
     """A load longer than the first-token budget, then a hang in prompt evaluation: the
     watchdog must wake for the new phase's closer deadline (it once slept 60 s here)."""
-    path = write_config({"gemma": {"path": str(gemma_path), "n_ctx": 512}, "tiny": {"model": "tiny-a"}},
-                        router=FAST | {"first_token_timeout_s": 0.2, "load_timeout_s": 60})
+    path = write_config({"gemma": {"path": str(gemma_path), "n_ctx": 512, "first_token_timeout_s": 0.2},
+                         "tiny": {"model": "tiny-a"}}, router=ROUTER)
     with ZetaDynamicRouter.from_toml(path, faults="gemma=hang_prefill") as router:
         started = time.monotonic()
         result = router.generate("hello", task="chat")
@@ -280,8 +283,8 @@ def test_budget_of_a_new_phase_is_enforced_after_a_slow_load(gemma_path: Path,
 def test_worker_that_ignores_its_cancel_is_quarantined_until_it_returns(write_config: Callable[..., Path]):
     """A model stuck inside llama_decode past cancel_grace_s is skipped (quarantined) and shown
     in status(); the request moves on without it; when it returns it serves again."""
-    path = write_config({"first": {"model": "tiny-a"}, "second": {"model": "tiny-b"}},
-                        router=FAST | {"first_token_timeout_s": 0.3, "cancel_grace_s": 0.3})
+    path = write_config({"first": {"model": "tiny-a", "first_token_timeout_s": 0.3}, "second": {"model": "tiny-b"}},
+                        router=ROUTER | {"cancel_grace_s": 0.3})
     with ZetaDynamicRouter.from_toml(path) as router:
         router.generate("warm up", task="chat")
         model = router._workers[("first", False)].model
@@ -301,4 +304,4 @@ def test_worker_that_ignores_its_cancel_is_quarantined_until_it_returns(write_co
         while {s.name: s.state for s in router.status()}["first"] != "ready":
             assert time.monotonic() < deadline, "never came back"
             time.sleep(0.05)
-        assert router.generate("hello", task="chat").model == "first"
+        assert router.generate("hello", task="chat", first_token_timeout_s=30).model == "first"
