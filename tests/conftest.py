@@ -3,7 +3,6 @@ and the real Gemma 3 270M from the `tiny` extra."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,25 +11,16 @@ from typing import Any, Callable
 
 import pytest
 
+from zeta_local.tiny_models import write_standard_set
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_script(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_test_models = _load_script("make_test_models")
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The standard set of generated models: tiny-a, tiny-b, tiny-chatml, no-output-norm
     (valid header, refused by llama.cpp), truncated, not-gguf."""
-    return make_test_models.write_standard_set(tmp_path_factory.mktemp("models"))
+    return write_standard_set(tmp_path_factory.mktemp("models"))
 
 
 def toml_value(value: Any) -> str:

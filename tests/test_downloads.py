@@ -95,9 +95,9 @@ def test_interrupted_transfer_resumes(setup, hub: FakeHub, tmp_path: Path):
     request), and the file that lands is whole."""
     config, env, _ = setup(sha256=None)
     # huggingface-hub writes in 10 MiB chunks: the model must be bigger for a resume to show.
-    from conftest import make_test_models
+    from zeta_local.tiny_models import write_tiny_model
 
-    big = make_test_models.write_tiny_model(tmp_path / "big.gguf", n_embd=512, n_ff=2048, n_layers=2)
+    big = write_tiny_model(tmp_path / "big.gguf", n_embd=512, n_ff=2048, n_layers=2)
     content = hub.files["org/repo/model.gguf"] = big.read_bytes()
     assert len(content) > 12 * 2**20
     hub.cut_first_transfer_at = 11 * 2**20

@@ -86,20 +86,9 @@ def run_bench(config_path: str | None, *, quick: bool, progress: Callable[[str],
 
 
 def _tiny_models(work: Path) -> dict[str, Path]:
-    import importlib.util
-    import sys
+    from zeta_local.tiny_models import write_tiny_model
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "make_test_models.py"
-    if script.exists():
-        spec = importlib.util.spec_from_file_location("make_test_models", script)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules.setdefault("make_test_models", module)
-        spec.loader.exec_module(module)
-        write = module.write_tiny_model
-    else:  # pragma: no cover - an installed wheel without the repository's scripts
-        raise FileNotFoundError("scripts/make_test_models.py is needed to generate the tiny models")
-    return {k: write(work / f"tiny-{k}.gguf", seed=i) for i, k in enumerate("abc", 1)}
+    return {k: write_tiny_model(work / f"tiny-{k}.gguf", seed=i) for i, k in enumerate("abc", 1)}
 
 
 def _config(work: Path, name: str, models: dict[str, Path], routes: dict[str, list[str]],
