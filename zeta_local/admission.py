@@ -80,13 +80,6 @@ class MemoryLedger:
         with self._lock:
             return dict(self._held)
 
-    def free(self) -> tuple[int, int | None]:
-        with self._lock:
-            ram = self.ram_budget - sum(h.ram for h in self._held.values())
-            vram = None if self.vram_budget is None else \
-                self.vram_budget - sum(h.vram for h in self._held.values())
-        return ram, vram
-
     def consider(self, key: tuple[str, bool], estimate: MemoryEstimate,
                  busy: set[tuple[str, bool]]) -> Admission:
         """Does the model fit now, or after evicting which idle models (LRU first)?"""

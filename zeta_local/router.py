@@ -22,7 +22,7 @@ from zeta_local.backend import Backend, GenerationEnd, LlamaCppBackend, LoadedMo
 from zeta_local.breaker import CircuitBreaker
 from zeta_local.cancel import CancelToken
 from zeta_local.classifier import classify
-from zeta_local.config import TASKS, Config, load_config
+from zeta_local.config import TASKS, Config, ModelSpec, load_config
 from zeta_local.errors import (Cancelled, ContextOverflow, FallbackExhausted, InvalidModelFile,
                                InvalidRequest, ModelFileMissing, ModelLoadError, OutOfMemory,
                                UnknownModel, ZetaError)
@@ -396,11 +396,7 @@ class ZetaDynamicRouter:
                                  f"{', '.join(BUDGET_KEYS)}")
         check_budget_overrides(budgets)
         if model is not None:
-            spec = self.config.models.get(model)
-            if spec is None:
-                raise UnknownModel(f"no model named {model!r}; models.toml declares "
-                                   f"{', '.join(self.config.models)}")
-            if "embed" not in spec.capabilities:
+            if "embed" not in self._spec(model).capabilities:
                 raise InvalidRequest(f"model {model!r} does not have the 'embed' capability")
         chain = (model,) if model is not None else self.config.routes["embed"]
         self._check_open()
@@ -437,8 +433,7 @@ class ZetaDynamicRouter:
     def preload(self, name: str, *, embedding: bool = False) -> Attempt:
         """Load a model now (admitted like any other load), so that a first request does not
         wait for it. Raises FallbackExhausted carrying the attempt when it cannot be loaded."""
-        if name not in self.config.models:
-            raise UnknownModel(f"no model named {name!r}; models.toml declares {', '.join(self.config.models)}")
+        self._spec(name)
         self._check_open()
         started = time.monotonic()
         job = Job(model=name)
@@ -454,8 +449,7 @@ class ZetaDynamicRouter:
 
     def unload(self, name: str) -> None:
         """Release the model (after the requests already queued for it)."""
-        if name not in self.config.models:
-            raise UnknownModel(f"no model named {name!r}; models.toml declares {', '.join(self.config.models)}")
+        self._spec(name)
         with self._lock:
             workers = [w for (n, _), w in self._workers.items() if n == name]
         for worker in workers:
@@ -538,6 +532,14 @@ class ZetaDynamicRouter:
             if self._watchdog is None:
                 self._watchdog = Watchdog()
             return self._watchdog
+
+    def _spec(self, name: str) -> ModelSpec:
+        """The model's [models.NAME] table; an unknown name is an error, never a substitute."""
+        spec = self.config.models.get(name)
+        if spec is None:
+            raise UnknownModel(f"no model named {name!r}; models.toml declares "
+                               f"{', '.join(self.config.models)}")
+        return spec
 
     def _check_open(self) -> None:
         if self._closed:

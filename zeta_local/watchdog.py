@@ -95,9 +95,6 @@ class Watchdog:
             self._wake.notify()
         self._thread.join(timeout)
 
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
     def _run(self) -> None:
         with self._wake:
             while not self._closed:

@@ -135,9 +135,6 @@ class ModelWorker:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
     def _run(self) -> None:
         while True:
             idle_for = self.keep_alive_s if self.model is not None else None
