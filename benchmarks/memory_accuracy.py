@@ -28,7 +28,7 @@ def main() -> int:
     from zeta_local.config import load_config
     from zeta_local.errors import ZetaError
     from zeta_local.gguf_info import read_gguf_info
-    from zeta_local.memory import estimate_memory
+    from zeta_local.memory import context_length, estimate_memory
     from zeta_local.sources import find_model_file
 
     models = {"tiny-test (generated)": _tiny_models(Path(tempfile.mkdtemp()))["a"]}
@@ -41,7 +41,7 @@ def main() -> int:
     for name, path in models.items():
         info = read_gguf_info(path)
         for n_ctx in (1024, 4096):
-            n_ctx = min(n_ctx, info.context_length or n_ctx)
+            n_ctx = context_length(n_ctx, info)
             for embedding in (False, True):
                 measured, grown = measure_allocation(path, n_ctx, embedding)
                 predicted = estimate_memory(info, n_ctx=n_ctx, embedding=embedding).total

@@ -21,6 +21,7 @@ import numpy as np
 from zeta_local.config import ModelSpec
 from zeta_local.errors import ContextOverflow, GenerationError, ModelLoadError, OutOfMemory
 from zeta_local.gguf_info import GGUFInfo
+from zeta_local.memory import context_length
 from zeta_local.prompt_format import RenderedPrompt, render_chat
 from zeta_local.sampling import SamplingParams
 
@@ -75,8 +76,7 @@ class LlamaCppBackend:
         import llama_cpp
 
         _install_hooks()
-        # More context than the model was trained for only produces garbage past that point.
-        n_ctx = min(spec.n_ctx, info.context_length or spec.n_ctx)
+        n_ctx = context_length(spec.n_ctx, info)
         kwargs: dict[str, Any] = dict(
             model_path=str(path), n_ctx=n_ctx, n_batch=min(spec.n_batch, n_ctx),
             n_gpu_layers=spec.n_gpu_layers, n_threads=n_threads, n_threads_batch=n_threads,

@@ -291,12 +291,12 @@ def measure_allocation(path: Path, n_ctx: int, embedding: bool = False) -> tuple
 
 def _memory(model_path: Path, model_name: str, tiny: dict[str, Path]) -> dict[str, Any]:
     from zeta_local.gguf_info import read_gguf_info
-    from zeta_local.memory import estimate_memory
+    from zeta_local.memory import context_length, estimate_memory
 
     rows = []
     for name, path in ((model_name, model_path), ("tiny-test", tiny["c"])):
         info = read_gguf_info(path)
-        n_ctx = min(2048, info.context_length or 2048)
+        n_ctx = context_length(2048, info)
         measured, grown = measure_allocation(path, n_ctx)
         predicted = estimate_memory(info, n_ctx=n_ctx).total
         rows.append({"model": name, "n_ctx": n_ctx, "predicted_bytes": predicted, "measured_bytes": measured,

@@ -14,7 +14,7 @@ from zeta_local.admission import gpu_offload_supported, memory_budgets, mib
 from zeta_local.config import TASK_CAPABILITY, Config
 from zeta_local.errors import InvalidModelFile, ModelFileMissing
 from zeta_local.gguf_info import read_gguf_info
-from zeta_local.memory import estimate_memory
+from zeta_local.memory import context_length, estimate_for
 from zeta_local.sources import find_model_file
 
 
@@ -78,8 +78,8 @@ def _check_model(spec: Any, ram_budget: int, vram_budget: int | None, gpu: bool)
         if actual != spec.sha256:
             return "corrupt", f"sha256 {actual} but models.toml expects {spec.sha256}; {facts}"
         facts += ", sha256 matches"
-    n_ctx = min(spec.n_ctx, info.context_length or spec.n_ctx)
-    estimate = estimate_memory(info, n_ctx=n_ctx, n_gpu_layers=spec.n_gpu_layers if gpu else 0)
+    estimate = estimate_for(spec, info, gpu=gpu)
+    n_ctx = context_length(spec.n_ctx, info)
     if estimate.ram > ram_budget or (vram_budget is not None and estimate.vram > vram_budget):
         return "too_big", (f"needs {mib(estimate.ram)} of RAM" + (f" and {mib(estimate.vram)} of VRAM"
                                                                   if estimate.vram else "")

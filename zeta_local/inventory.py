@@ -44,7 +44,7 @@ def plan_models(config: Config) -> dict[str, Any]:
     fits the budgets now (both of its contexts at once). Loads nothing; a package not yet
     assembled, or a missing file, has no header to predict from."""
     from zeta_local.admission import gpu_offload_supported, memory_budgets
-    from zeta_local.memory import estimate_memory
+    from zeta_local.memory import estimate_for
 
     settings = config.router
     gpu = gpu_offload_supported()
@@ -57,12 +57,10 @@ def plan_models(config: Config) -> dict[str, Any]:
                                 "generate": None, "embed": None, "fits": None}
         if row["path"] is not None and row["file"] == "present":
             info = read_gguf_info(row["path"])
-            n_ctx = min(spec.n_ctx, info.context_length or spec.n_ctx)
             ram = vram = 0
             for purpose in ("generate", "embed"):
                 if purpose in spec.capabilities:
-                    estimate = estimate_memory(info, n_ctx=n_ctx, embedding=purpose == "embed",
-                                               n_gpu_layers=spec.n_gpu_layers if gpu else 0)
+                    estimate = estimate_for(spec, info, gpu=gpu, embedding=purpose == "embed")
                     plan[purpose] = estimate.to_dict()
                     ram, vram = ram + estimate.ram, vram + estimate.vram
             plan["fits"] = ram <= ram_budget and (vram_budget is None or vram <= vram_budget)

@@ -19,6 +19,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
+from zeta_local.config import ModelSpec
 from zeta_local.gguf_info import GGUFInfo, SkippedArray
 
 MARGIN = 0.05  # of the total; measured errors on the tiny and Gemma models are within 7 %
@@ -49,6 +50,19 @@ class MemoryEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"ram": self.ram, "total": self.total}
+
+
+def context_length(n_ctx: int, info: GGUFInfo) -> int:
+    """The context a model is given: as configured, capped at what it was trained for (more
+    only produces garbage past that point)."""
+    return min(n_ctx, info.context_length or n_ctx)
+
+
+def estimate_for(spec: ModelSpec, info: GGUFInfo, *, gpu: bool, embedding: bool = False) -> MemoryEstimate:
+    """The estimate for a models.toml entry, as it will be loaded on this build (`gpu`: whether
+    it can offload at all)."""
+    return estimate_memory(info, n_ctx=context_length(spec.n_ctx, info), embedding=embedding,
+                           n_gpu_layers=spec.n_gpu_layers if gpu else 0)
 
 
 def estimate_memory(info: GGUFInfo, *, n_ctx: int, n_ubatch: int = 512, n_gpu_layers: int = 0,

@@ -29,7 +29,7 @@ from zeta_local.errors import (Cancelled, ContextOverflow, FallbackExhausted, In
 from zeta_local.faults import ENV_VAR as FAULTS_ENV
 from zeta_local.faults import FaultInjectingBackend, parse_faults
 from zeta_local.gguf_info import read_gguf_info
-from zeta_local.memory import MemoryEstimate, estimate_memory
+from zeta_local.memory import MemoryEstimate, estimate_for, estimate_memory
 from zeta_local.prompt_format import validate_messages
 from zeta_local.results import (CANCELLED, CONTEXT_OVERFLOW, COOLING_DOWN, DEADLINE, DOES_NOT_FIT, ERROR,
                                 INVALID_FILE, LOAD_FAILED, MISSING, OK, OUT_OF_MEMORY, QUARANTINED,
@@ -502,9 +502,7 @@ class ZetaDynamicRouter:
         path = find_model_file(spec)
         assert path is not None
         info = read_gguf_info(path)
-        estimate = estimate_memory(info, n_ctx=min(spec.n_ctx, info.context_length or spec.n_ctx),
-                                   n_gpu_layers=spec.n_gpu_layers if self._gpu else 0,
-                                   embedding=embedding)
+        estimate = estimate_for(spec, info, gpu=self._gpu, embedding=embedding)
 
         def load(cancel: threading.Event) -> LoadedModel:
             started = time.monotonic()
