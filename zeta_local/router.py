@@ -464,6 +464,7 @@ class ZetaDynamicRouter:
         rows = []
         with self._lock:
             workers = dict(self._workers)
+        held = self._ledger.held()  # one consistent snapshot for every row
         for name, spec in self.config.models.items():
             mine = [w for (n, _), w in workers.items() if n == name]
             states = {w.state for w in mine}
@@ -483,7 +484,6 @@ class ZetaDynamicRouter:
                             read_gguf_info(path)
                     except (ModelFileMissing, InvalidModelFile) as exc:
                         state, detail = "unavailable", str(exc)
-            held = self._ledger.held()
             rows.append(ModelStatus(name, state, detail, sum(w.queue_length() for w in mine),
                                     sum(w.served for w in mine), sum(w.failed for w in mine),
                                     sum(h.ram + h.vram for (n, _), h in held.items() if n == name)))
