@@ -146,8 +146,8 @@ def test_out_of_memory_corrects_the_estimate_upward(write_config: Callable[..., 
     with ZetaDynamicRouter.from_toml(path, faults="a=oom_load") as router:
         result = router.generate("x", task="chat")
         assert [a.outcome for a in result.attempts] == ["out_of_memory", "ok"]
-        estimate = router._estimates[("a", False)]
-        ram, _ = router._ledger.needs(("a", False), estimate)
+        estimate = router._pool.estimates[("a", False)]
+        ram, _ = router._pool.ledger.needs(("a", False), estimate)
         assert ram == int((estimate.total - estimate.weights_gpu) * OOM_CORRECTION)
         assert {s.name: s.memory_bytes for s in router.status()}["a"] == 0, "nothing held after a failed load"
 
@@ -158,16 +158,16 @@ def test_partial_offload_before_skipping(write_config: Callable[..., Path], monk
     """Under a VRAM budget too small for full offload, allow_partial_offload puts fewer layers
     on the GPU instead of skipping the model. (A GPU build is simulated: this CPU build ignores
     n_gpu_layers when loading, which is what lets the test run here.)"""
-    monkeypatch.setattr("zeta_local.router.gpu_offload_supported", lambda: True)
+    monkeypatch.setattr("zeta_local.pool.gpu_offload_supported", lambda: True)
     path = write_config({"a": {"model": "tiny-a", "allow_partial_offload": partial} | SMALL,
                          "b": {"model": "tiny-b", "n_gpu_layers": 0} | SMALL},
                         router={"vram_budget": "5MiB", "ram_budget": "1GiB"})
     with ZetaDynamicRouter.from_toml(path) as router:
-        assert router._estimates == {} and router._ledger.vram_budget == 5 * 2**20
+        assert router._pool.estimates == {} and router._pool.ledger.vram_budget == 5 * 2**20
         result = router.generate("x", task="chat")
         if partial:
-            assert result.model == "a" and router._gpu_layers[("a", False)] < 2
-            assert router._estimates[("a", False)].vram <= 5 * 2**20
+            assert result.model == "a" and router._pool.gpu_layers[("a", False)] < 2
+            assert router._pool.estimates[("a", False)].vram <= 5 * 2**20
         else:
             assert [(a.model, a.outcome) for a in result.attempts][0] == ("a", "does_not_fit")
             assert "of VRAM" in result.attempts[0].detail and "5.0 MiB of vram_budget 5.0 MiB" in result.attempts[0].detail

@@ -130,9 +130,9 @@ def test_models_load_lazily_and_stay_loaded(router: ZetaDynamicRouter):
     assert router.loaded_models() == []
     router.generate("hello", task="chat")
     assert router.loaded_models() == ["talker"]
-    first = router._workers[("talker", False)].model
+    first = router._pool.workers[("talker", False)].model
     router.generate("again", task="chat")
-    assert router._workers[("talker", False)].model is first
+    assert router._pool.workers[("talker", False)].model is first
 
 
 def test_close_is_idempotent_and_final(router: ZetaDynamicRouter):
@@ -166,7 +166,7 @@ def test_same_seed_same_text(router: ZetaDynamicRouter):
 def test_chat_uses_the_models_own_template(router: ZetaDynamicRouter):
     """A GGUF that carries a chat template is prompted with it, stops included."""
     assert router.chat([{"role": "user", "content": "hi"}], task="chat").model == "talker"
-    model = router._workers[("talker", False)].model
+    model = router._pool.workers[("talker", False)].model
     rendered = model.render_chat([{"role": "user", "content": "hi"}])
     assert rendered.text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert rendered.format == "gguf-template"

@@ -93,7 +93,7 @@ def test_worker_is_ready_again_after_a_cancelled_prefill(write_config: Callable[
     path = write_config({"only": {"model": "tiny-a"}}, router=ROUTER)
     with ZetaDynamicRouter.from_toml(path) as router:
         router.generate("warm up", task="chat")
-        model = router._workers[("only", False)].model
+        model = router._pool.workers[("only", False)].model
         blocked = threading.Event()
         model.decode_hook = lambda: (blocked.set(), model.cancel.wait(10))  # hang inside decode
         with pytest.raises(FallbackExhausted) as caught:
@@ -287,7 +287,7 @@ def test_worker_that_ignores_its_cancel_is_quarantined_until_it_returns(write_co
                         router=ROUTER | {"cancel_grace_s": 0.3})
     with ZetaDynamicRouter.from_toml(path) as router:
         router.generate("warm up", task="chat")
-        model = router._workers[("first", False)].model
+        model = router._pool.workers[("first", False)].model
         release = threading.Event()
         model.decode_hook = lambda: release.wait(30)  # deaf to the cancel flag
         result = router.generate("hello", task="chat")

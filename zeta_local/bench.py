@@ -140,8 +140,8 @@ def _overhead(model_path: Path, tiny: dict[str, Path], work: Path, runs: int, ma
     threads = max(1, os.cpu_count() or 1)
     with ZetaDynamicRouter.from_toml(config, faults="") as router:
         router.generate(STORY_PROMPT, task="chat", max_tokens=8, **GREEDY)  # load and warm up
-        raw = llama_cpp.Llama(str(model_path), n_ctx=2048, n_threads=router._n_threads,
-                              n_threads_batch=router._n_threads, verbose=False)
+        raw = llama_cpp.Llama(str(model_path), n_ctx=2048, n_threads=router._pool.n_threads,
+                              n_threads_batch=router._pool.n_threads, verbose=False)
         raw.create_completion(STORY_PROMPT, max_tokens=8, **GREEDY)
         zeta_tps, raw_tps, ratios = [], [], []
         for _ in range(runs):
@@ -223,7 +223,7 @@ def _cancel(model_path: Path, work: Path, runs: int) -> dict[str, Any]:
     times: list[float] = []
     with ZetaDynamicRouter.from_toml(config, faults="") as router:
         router.generate("Hi", task="chat", max_tokens=1)
-        worker = router._workers[("m", False)]
+        worker = router._pool.workers[("m", False)]
         for i in range(runs):
             token = CancelToken()
             threading.Timer(0.3, token.cancel).start()

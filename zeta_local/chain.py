@@ -1,0 +1,246 @@
+"""The chain walk: try the models of a request's chain in turn until one answers.
+
+Every attempt passes the same gates (cancel, deadline, circuit breaker, quarantine, admission,
+queue) and ends in exactly one outcome, recorded on the result and heard by the circuit breaker
+and the memory ledger. What a request does lives here; what the models hold lives in the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from zeta_local.backend import GenerationEnd
+from zeta_local.breaker import CircuitBreaker
+from zeta_local.cancel import CancelToken
+from zeta_local.config import Config
+from zeta_local.errors import (Cancelled, ContextOverflow, FallbackExhausted, InvalidModelFile,
+                               ModelFileMissing, ModelLoadError, OutOfMemory, ZetaError)
+from zeta_local.ordering import fallback_order
+from zeta_local.pool import ModelPool
+from zeta_local.results import (CANCELLED, CONTEXT_OVERFLOW, COOLING_DOWN, DEADLINE, DOES_NOT_FIT, ERROR,
+                                INVALID_FILE, LOAD_FAILED, MISSING, OK, OUT_OF_MEMORY, QUARANTINED,
+                                QUEUE_FULL, STALLED, TIMEOUT_FIRST_TOKEN, TIMEOUT_LOAD, Attempt, Done,
+                                EmbeddingResult, Fallback, GenerationResult, RouteDecision,
+                                StreamEvent, TextChunk, Usage)
+from zeta_local.sampling import SamplingParams
+from zeta_local.watchdog import resolve_budgets
+from zeta_local.worker import QUEUED, Job
+
+log = logging.getLogger(__name__)
+
+# What each failure means for the attempt that hit it.
+_OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
+    (ModelFileMissing, MISSING),
+    (InvalidModelFile, INVALID_FILE),
+    (ModelLoadError, LOAD_FAILED),
+    (ContextOverflow, CONTEXT_OVERFLOW),
+    (OutOfMemory, OUT_OF_MEMORY),
+    (MemoryError, OUT_OF_MEMORY),
+)
+# Outcomes that say something about the model's health, and so count for its circuit breaker.
+_BREAKER_OUTCOMES = {LOAD_FAILED, ERROR, OUT_OF_MEMORY, TIMEOUT_LOAD, TIMEOUT_FIRST_TOKEN, STALLED}
+
+
+def _outcome(exc: BaseException) -> str:
+    return next((outcome for kind, outcome in _OUTCOMES if isinstance(exc, kind)), ERROR)
+
+
+def _detail(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, ZetaError) else f"{type(exc).__name__}: {exc}"
+
+
+class ChainWalker:
+    """Walks generation and embedding chains over the pool's workers, one attempt at a time."""
+
+    def __init__(self, config: Config, pool: ModelPool, breaker: CircuitBreaker):
+        self.config = config
+        self._pool = pool
+        self._breaker = breaker
+
+    def generate(self, prompt: str | None, messages: list[dict[str, str]] | None,
+                 params: SamplingParams, decision: RouteDecision, budgets: dict[str, Any],
+                 cancel: CancelToken | None) -> Iterator[StreamEvent]:
+        """The stream of one generation request; a model that fails mid-answer is followed by
+        the next one continuing from the text so far."""
+        deadline_at = time.monotonic() + (budgets.get("deadline_s") or self.config.router.deadline_s)
+        attempts: list[Attempt] = []
+        text_so_far = ""
+        remaining = list(decision.chain)
+        while remaining:
+            name = remaining.pop(0)
+            job = Job(model=name, prompt=prompt, messages=messages, params=params, prefix=text_so_far)
+            started = time.monotonic()
+            produced: list[str] = []
+            end: GenerationEnd | None = None
+            for kind, *rest in self._attempt(job, embedding=False, deadline_at=deadline_at,
+                                             budgets=budgets, cancel=cancel,
+                                             later_loaded=self._pool.any_loaded(remaining, False)):
+                if kind == "text":
+                    produced.append(rest[0])
+                    yield TextChunk(rest[0], name)
+                elif kind == "end":
+                    end = rest[0]
+                else:  # ("failed", outcome, detail)
+                    outcome, detail = rest
+            seconds = time.monotonic() - started
+            if end is not None:
+                attempts.append(Attempt(name, OK, f"{end.completion_tokens} tokens in {seconds:.2f} s",
+                                        seconds))
+                yield Done(GenerationResult(
+                    text=text_so_far + "".join(produced), model=name, task=decision.task,
+                    finish_reason=end.finish_reason,
+                    usage=Usage(end.prompt_tokens, end.completion_tokens,
+                                time.monotonic() - job.generating_since),
+                    route=decision, attempts=tuple(attempts)))
+                return
+            attempts.append(Attempt(name, outcome, detail, seconds))
+            if outcome == CANCELLED:
+                raise Cancelled(attempts)
+            text_so_far += "".join(produced)
+            remaining = fallback_order(remaining, self._pool, embedding=False,
+                                       strict=decision.task in self.config.strict_order)
+            following = remaining[0] if remaining else None
+            _log_hop(name, outcome, detail, following)
+            if outcome == DEADLINE:
+                break
+            if following:
+                yield Fallback(name, following, outcome, detail, text_so_far)
+        raise FallbackExhausted(decision.task, attempts)
+
+    def embed(self, texts: Sequence[str], chain: Sequence[str], budgets: dict[str, Any],
+              cancel: CancelToken | None) -> EmbeddingResult:
+        """L2-normalised rows from the first model of `chain` that can make them."""
+        deadline_at = time.monotonic() + (budgets.get("deadline_s") or self.config.router.deadline_s)
+        attempts: list[Attempt] = []
+        remaining = list(chain)
+        while remaining:
+            name = remaining.pop(0)
+            started = time.monotonic()
+            job = Job(model=name, texts=list(texts))
+            for kind, *rest in self._attempt(job, embedding=True, deadline_at=deadline_at,
+                                             budgets=budgets, cancel=cancel,
+                                             later_loaded=self._pool.any_loaded(remaining, True)):
+                if kind == "vectors":
+                    vectors = rest[0]
+                    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+                    vectors = (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
+                    attempts.append(Attempt(name, OK, f"{len(texts)} texts, dim {vectors.shape[1]}",
+                                            time.monotonic() - started))
+                    return EmbeddingResult(vectors, name, tuple(attempts))
+                outcome, detail = rest
+            attempts.append(Attempt(name, outcome, detail, time.monotonic() - started))
+            if outcome == CANCELLED:
+                raise Cancelled(attempts)
+            remaining = fallback_order(remaining, self._pool, embedding=True,
+                                       strict="embed" in self.config.strict_order)
+            _log_hop(name, outcome, detail, remaining[0] if remaining else None)
+            if outcome == DEADLINE:
+                break
+        raise FallbackExhausted("embed", attempts)
+
+    def preload(self, name: str, embedding: bool) -> Attempt:
+        """Load one model now: an attempt with no work, admitted and watched like any other.
+        Raises FallbackExhausted carrying the attempt when it cannot be loaded."""
+        started = time.monotonic()
+        job = Job(model=name)
+        outcome, detail = OK, "loaded"
+        for kind, *rest in self._attempt(job, embedding=embedding, budgets={}, cancel=None,
+                                         deadline_at=started + self.config.router.deadline_s):
+            if kind == "failed":
+                outcome, detail = rest
+        attempt = Attempt(name, outcome, detail, time.monotonic() - started)
+        if outcome != OK:
+            raise FallbackExhausted("preload", [attempt])
+        return attempt
+
+    def _attempt(self, job: Job, *, embedding: bool, deadline_at: float, budgets: dict[str, Any],
+                 cancel: CancelToken | None, later_loaded: bool = False) -> Iterator[tuple[Any, ...]]:
+        """Run one attempt: yields ("text", piece)..., then ("end", GenerationEnd),
+        ("vectors", array) or ("loaded",) (a preload), or ("failed", outcome, detail).
+        Never raises for the model's sake."""
+        name = job.model
+        if cancel is not None and cancel.cancelled:
+            yield ("failed", CANCELLED, "cancelled by the caller")
+            return
+        if time.monotonic() >= deadline_at:
+            yield ("failed", DEADLINE, "no time left before the request's deadline (deadline_s)")
+            return
+        why_not = self._breaker.allow(name)
+        if why_not:
+            yield ("failed", COOLING_DOWN, why_not)
+            return
+        verdict: str | None = None  # the outcome the circuit breaker hears about
+        submitted = False
+        try:
+            worker = self._pool.worker(name, embedding)
+            if worker.quarantined:
+                yield ("failed", QUARANTINED, "its worker did not come back from a cancel")
+                return
+            refused = self._pool.admit(name, embedding, later_loaded)
+            if refused:
+                yield ("failed", DOES_NOT_FIT, refused)
+                return
+            submitted = worker.submit(job)
+            if not submitted:
+                yield ("failed", QUEUE_FULL, f"{self.config.router.queue_size} requests already "
+                                             f"waiting (queue_size)")
+                return
+            spec = self.config.models[name]
+            self._pool.watchdog().watch(job, worker, resolve_budgets(self.config.router, spec, budgets),
+                                        deadline_at)
+            if cancel is not None:
+                cancel.attach(job)
+            for event in _events(job, deadline_at, self.config.router.cancel_grace_s):
+                if event[0] in ("text", "end", "vectors", "loaded"):
+                    if event[0] != "text":
+                        verdict = OK
+                    yield event
+                    continue
+                outcome, detail = (event[1], event[2]) if event[0] == "tripped" else \
+                    (_outcome(event[1]), _detail(event[1]))
+                if event[0] == "error" and outcome == ERROR:
+                    log.debug("%s raised", name, exc_info=event[1])
+                # A wait in the queue behind other requests says nothing about the model's health.
+                verdict = outcome if not (outcome == TIMEOUT_FIRST_TOKEN and job.tripped_in == QUEUED) else None
+                yield ("failed", outcome, detail)
+                return
+        except Exception as exc:  # finding or checking the file failed
+            verdict = _outcome(exc)
+            yield ("failed", verdict, _detail(exc))
+        finally:
+            if submitted and verdict is None and not job.done.is_set():
+                # The consumer stopped reading (or the router is closing): stop the model too.
+                job.stop(CANCELLED, "the caller stopped reading the stream")
+            if cancel is not None:
+                cancel.detach(job)
+            if verdict in _BREAKER_OUTCOMES or verdict == OK:
+                self._breaker.record(name, failed=verdict != OK)
+            else:
+                self._breaker.release_trial(name)
+            if verdict is not None:
+                self._pool.learn(name, embedding, verdict)
+
+
+def _log_hop(name: str, outcome: str, detail: str, following: str | None) -> None:
+    log.warning("%s: %s (%s)%s", name, outcome, detail,
+                f"; falling back to {following}" if following and outcome != DEADLINE else "")
+
+
+def _events(job: Job, deadline_at: float, grace_s: float) -> Iterator[tuple[Any, ...]]:
+    """The job's events until its last one. Every wait is bounded: should even the watchdog
+    fail to trip, the request's deadline (plus the cancel grace) ends the wait."""
+    while True:
+        try:
+            event = job.events.get(timeout=max(0.0, deadline_at - time.monotonic()) + grace_s)
+        except queue.Empty:
+            job.stop(DEADLINE, "the request's deadline (deadline_s) passed")
+            event = job.events.get_nowait() if not job.events.empty() else \
+                ("tripped", DEADLINE, "the request's deadline (deadline_s) passed")
+        yield event
+        if event[0] != "text":
+            return
