@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 
 from zeta_local import (ConfigError, Done, Fallback, FallbackExhausted, InvalidRequest, TextChunk,
-                        ZetaDynamicRouter)
+                        UnknownModel, ZetaDynamicRouter)
 
 CHAIN_OF_FAILURES = {
     "gone": {"path": "/nonexistent/gone.gguf"},
@@ -49,6 +49,49 @@ def test_explicit_task_always_wins(router: ZetaDynamicRouter):
     assert (result.task, result.model) == ("reason", "thinker")
     assert router.route("def f(): pass", task="chat").chain == ("talker",)
     assert router.route("def f(): pass", task="chat").reason == "task given by the caller"
+
+
+CODE_PROMPT = "def add(a, b):\n    return a + b\n# write a unit test for this in Python"
+
+
+def test_pinned_model_answers_alone(router: ZetaDynamicRouter):
+    """model= runs exactly that model, even one that is not first in the task's chain; the
+    task still comes from task= or the classifier, and only labels the request."""
+    result = router.generate(CODE_PROMPT, model="talker")
+    assert (result.task, result.model) == ("code", "talker")
+    assert result.route.chain == ("talker",)
+    assert result.route.reason == "model talker given by the caller"
+    assert result.route.confidence == router.route(CODE_PROMPT).confidence
+    assert [(a.model, a.outcome) for a in result.attempts] == [("talker", "ok")]
+    chat = router.chat([{"role": "user", "content": "hi"}], task="reason", model="coder")
+    assert (chat.task, chat.model, chat.route.chain) == ("reason", "coder", ("coder",))
+    done = list(router.stream("hello", task="chat", model="thinker"))[-1]
+    assert isinstance(done, Done) and (done.result.task, done.result.model) == ("chat", "thinker")
+    assert router.loaded_models() == ["coder", "talker", "thinker"]
+
+
+def test_pinned_model_must_be_declared_and_generate(write_config: Callable[..., Path]):
+    """An undeclared name or an embedding-only model is refused before any work."""
+    path = write_config({"a": {"model": "tiny-a"}, "vec": {"model": "tiny-b", "capabilities": ["embed"]}},
+                        routes={"embed": ["a", "vec"]}, default_chain=["a"])
+    with ZetaDynamicRouter.from_toml(path) as router:
+        with pytest.raises(UnknownModel, match="no model named 'nobody'; models.toml declares a, vec"):
+            router.generate("hello", model="nobody")
+        with pytest.raises(InvalidRequest, match="model 'vec' does not have the 'generate' capability"):
+            router.chat([{"role": "user", "content": "hi"}], model="vec")
+        assert router.loaded_models() == []
+
+
+def test_pinned_model_that_fails_is_never_substituted(write_config: Callable[..., Path]):
+    """A pinned model that fails ends the request with its one attempt; the working model
+    next in the chain is not tried."""
+    path = write_config({"first": {"model": "tiny-a"}, "second": {"model": "tiny-b"}})
+    with ZetaDynamicRouter.from_toml(path, faults="first=raise_after:0") as router:
+        with pytest.raises(FallbackExhausted) as caught:
+            router.generate("hello", task="chat", model="first")
+        assert "second" not in router.loaded_models()
+    assert caught.value.task == "chat"
+    assert [(a.model, a.outcome) for a in caught.value.attempts] == [("first", "error")]
 
 
 def test_every_fallback_outcome_is_recorded_in_order(write_config: Callable[..., Path]):

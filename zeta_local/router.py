@@ -92,37 +92,40 @@ class ZetaDynamicRouter:
 
     # ---- generation ---------------------------------------------------------------------
 
-    def generate(self, prompt: str, task: str | None = None, *, cancel: CancelToken | None = None,
-                 **options: Any) -> GenerationResult:
-        """Complete `prompt` as plain text with the first model of the task's chain that can.
+    def generate(self, prompt: str, task: str | None = None, *, model: str | None = None,
+                 cancel: CancelToken | None = None, **options: Any) -> GenerationResult:
+        """Complete `prompt` as plain text with the first model of the task's chain that can
+        (or exactly `model`, never a substitute; `task` then only labels the request).
 
         `options`: sampling (max_tokens, temperature, top_p, top_k, repeat_penalty, seed, stop)
         and budgets in seconds (deadline_s, load_timeout_s, first_token_timeout_s,
         stall_timeout_s), each overriding models.toml for this call."""
         _check_prompt(prompt)
-        return _last(self.stream(prompt, task=task, cancel=cancel, **options))
+        return _last(self.stream(prompt, task=task, model=model, cancel=cancel, **options))
 
     def chat(self, messages: Sequence[dict[str, str]], task: str | None = None, *,
-             cancel: CancelToken | None = None, **options: Any) -> GenerationResult:
+             model: str | None = None, cancel: CancelToken | None = None,
+             **options: Any) -> GenerationResult:
         """Answer a conversation, formatted with each model's own chat template."""
         if isinstance(messages, str):
             raise InvalidRequest("chat() takes a non-empty list of {'role': ..., 'content': ...} "
                                  "messages; use generate() for a plain prompt")
-        return _last(self.stream(messages, task=task, cancel=cancel, **options))
+        return _last(self.stream(messages, task=task, model=model, cancel=cancel, **options))
 
     def stream(self, prompt_or_messages: str | Sequence[dict[str, str]], task: str | None = None,
-               *, cancel: CancelToken | None = None, **options: Any) -> Iterator[StreamEvent]:
+               *, model: str | None = None, cancel: CancelToken | None = None,
+               **options: Any) -> Iterator[StreamEvent]:
         """Yield TextChunk events as text is produced, a Fallback event each time the answering
         model changes, and one final Done event with the result. A model that fails mid-answer
         is followed by the next one continuing from the text so far. Raises FallbackExhausted
         when no model could answer, Cancelled when `cancel` was used.
 
-        Request errors (empty prompt, unknown task, bad option) raise at once, before the first
+        Request errors (empty prompt, unknown task or model, bad option) raise at once, before the first
         event, so that a caller never starts consuming a request that cannot run.
         """
         if isinstance(prompt_or_messages, str):
             messages = None
-            decision = self.route(prompt_or_messages, task)
+            decision = self._decide(prompt_or_messages, task, model)
         elif isinstance(prompt_or_messages, (bytes, int, float, type(None))):
             raise InvalidRequest("the prompt must be a string (or a list of chat messages), "
                                  f"got {type(prompt_or_messages).__name__}")
@@ -130,13 +133,23 @@ class ZetaDynamicRouter:
             messages = _check_messages(prompt_or_messages)
             last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user"
                              and m["content"].strip())
-            decision = self.route(last_user, task)
+            decision = self._decide(last_user, task, model)
         budgets = {k: options.pop(k) for k in BUDGET_KEYS if k in options}
         check_budget_overrides(budgets)
         params = resolve_sampling(self.config.router, options)
         self._check_open()
         prompt = prompt_or_messages if messages is None else None
         return self._chains.generate(prompt, messages, params, decision, budgets, cancel)
+
+    def _decide(self, prompt: str, task: str | None, model: str | None) -> RouteDecision:
+        """route(); with `model` given, a chain of that model alone, under route()'s task."""
+        decision = self.route(prompt, task)
+        if model is None:
+            return decision
+        if "generate" not in self._spec(model).capabilities:
+            raise InvalidRequest(f"model {model!r} does not have the 'generate' capability")
+        return RouteDecision(decision.task, (model,), f"model {model} given by the caller",
+                             decision.confidence)
 
     # ---- embeddings ---------------------------------------------------------------------
 
