@@ -15,7 +15,8 @@ from zeta_local.errors import (Cancelled, ConfigError, ContextOverflow, Fallback
                                GenerationError, InvalidModelFile, InvalidRequest, ModelFileMissing,
                                ModelLoadError, OutOfMemory, UnknownModel, ZetaError)
 from zeta_local.results import (Attempt, Done, EmbeddingResult, Fallback, GenerationResult,
-                                ModelStatus, RouteDecision, StreamEvent, TextChunk, Usage)
+                                ModelStatus, RouteDecision, Stream, StreamEvent, TextChunk,
+                                Usage)
 from zeta_local.router import ZetaDynamicRouter
 
 __version__ = "0.1.0"
@@ -46,6 +47,7 @@ __all__ = [
     "OutOfMemory",
     "RouteDecision",
     "RouterSettings",
+    "Stream",
     "StreamEvent",
     "TextChunk",
     "UnknownModel",

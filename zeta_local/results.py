@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import numpy as np
 
@@ -153,3 +153,25 @@ class Done:
 
 
 StreamEvent = Union[TextChunk, Fallback, Done]
+
+
+class Stream(Iterator[StreamEvent]):
+    """The events of one request (ZetaDynamicRouter.stream), with its route decided up front:
+    `route` is known before any model runs, so that a caller can say where the request goes
+    (an HTTP server's headers, a UI's label) before the first text arrives."""
+
+    def __init__(self, route: RouteDecision, events: Iterator[StreamEvent]):
+        self.route = route
+        self._events = events
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> StreamEvent:
+        return next(self._events)
+
+    def close(self) -> None:
+        """Stop the request (as breaking out of the loop does): the model running is cancelled."""
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()

@@ -23,7 +23,7 @@ from zeta_local.faults import FaultInjectingBackend, parse_faults
 from zeta_local.pool import ModelPool
 from zeta_local.prompt_format import validate_messages
 from zeta_local.results import (Attempt, Done, EmbeddingResult, GenerationResult, ModelStatus,
-                                RouteDecision, StreamEvent)
+                                RouteDecision, Stream, StreamEvent)
 from zeta_local.sampling import resolve_sampling
 from zeta_local.watchdog import BUDGET_KEYS, check_budget_overrides
 
@@ -114,9 +114,10 @@ class ZetaDynamicRouter:
 
     def stream(self, prompt_or_messages: str | Sequence[dict[str, str]], task: str | None = None,
                *, model: str | None = None, cancel: CancelToken | None = None,
-               **options: Any) -> Iterator[StreamEvent]:
+               **options: Any) -> Stream:
         """Yield TextChunk events as text is produced, a Fallback event each time the answering
-        model changes, and one final Done event with the result. A model that fails mid-answer
+        model changes, and one final Done event with the result; the returned Stream's `route`
+        says where the request goes before the first event. A model that fails mid-answer
         is followed by the next one continuing from the text so far. Raises FallbackExhausted
         when no model could answer, Cancelled when `cancel` was used.
 
@@ -139,7 +140,8 @@ class ZetaDynamicRouter:
         params = resolve_sampling(self.config.router, options)
         self._check_open()
         prompt = prompt_or_messages if messages is None else None
-        return self._chains.generate(prompt, messages, params, decision, budgets, cancel)
+        return Stream(decision, self._chains.generate(prompt, messages, params, decision, budgets,
+                                                      cancel))
 
     def _decide(self, prompt: str, task: str | None, model: str | None) -> RouteDecision:
         """route(); with `model` given, a chain of that model alone, under route()'s task."""
