@@ -101,3 +101,26 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ZETA_")} | (env or {})
     return subprocess.run([sys.executable, "-m", "zeta_local", *args], capture_output=True,
                           text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def serve(write_config: Callable[..., Path]):
+    """serve(models, routes=None, router=None, faults="", **app_options) -> (server, router):
+    the OpenAI-compatible server on a free loopback port, over a router of tiny models. Both
+    are closed after the test."""
+    from zeta_local import ZetaDynamicRouter
+    from zeta_local.server import BackgroundServer
+
+    running: list[tuple[Any, Any]] = []
+
+    def start(models: dict[str, dict[str, Any]], routes: dict[str, list[str]] | None = None,
+              router: dict[str, Any] | None = None, faults: str = "", **app_options: Any):
+        zeta = ZetaDynamicRouter.from_toml(write_config(models, routes, router), faults=faults)
+        server = BackgroundServer(zeta, **app_options)
+        running.append((server, zeta))
+        return server, zeta
+
+    yield start
+    for server, zeta in running:
+        server.close()
+        zeta.close()

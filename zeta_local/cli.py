@@ -1,4 +1,5 @@
-"""The `zeta-local` command: ask, route, embed, status, models, plan, download, doctor.
+"""The `zeta-local` command: ask, route, embed, status, models, plan, download, doctor, bench,
+serve.
 
 What a person sees is decided here: answers on stdout as they are generated, which model
 answered and every model skipped (with why) on stderr, and a one-line error with a non-zero exit
@@ -51,15 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH",
-                        help="models.toml to use (default: $ZETA_CONFIG, ./models.toml, "
-                             "then the copy shipped with zeta_local)")
-    common.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log routing decisions (-v) and llama.cpp's own log (-vv)")
-
     parser = argparse.ArgumentParser(prog=PROG, description="Route prompts to the right local "
                                      "GGUF model, falling back along each task's chain.")
+    _global_options(parser, config=None, verbose=0)
+    # The same options after the subcommand, as with git, docker and kubectl. Their default
+    # there is "not given", so that a value given before the subcommand survives.
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, config=argparse.SUPPRESS, verbose=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ask = sub.add_parser("ask", parents=[common], help="answer a prompt, streaming the text")
@@ -121,7 +120,28 @@ def _parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", parents=[common], help="list the models and their files")
     models.add_argument("--json", action="store_true")
     models.set_defaults(run=_models)
+
+    serve = sub.add_parser("serve", parents=[common],
+                           help="serve the router over the OpenAI HTTP API (needs the serve extra)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--api-key-env", metavar="NAME",
+                       help="require `Authorization: Bearer KEY`, KEY being this environment variable's value")
+    serve.add_argument("--max-request-size", default="8MiB", metavar="SIZE",
+                       help="refuse larger request bodies with 413 (default 8MiB)")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="let web pages from ORIGIN call the server (repeatable; default: none)")
+    serve.set_defaults(run=_serve)
     return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, *, config: Any, verbose: Any) -> None:
+    parser.add_argument("--config", metavar="PATH", default=config,
+                        help="models.toml to use (default: $ZETA_CONFIG, ./models.toml, "
+                             "then the copy shipped with zeta_local)")
+    parser.add_argument("-v", "--verbose", action="count", default=verbose,
+                        help="log routing decisions (-v) and llama.cpp's own log (-vv)")
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -272,6 +292,42 @@ def _bench(args: argparse.Namespace) -> int:
         for path in write_plots(results, args.plots):
             _err(f"wrote {path}")
     print(text)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    from zeta_local.admission import parse_size
+
+    try:
+        from zeta_local.server import is_loopback, listen, serve
+    except ImportError as exc:
+        raise InvalidRequest(f"serve needs the serve extra ({exc.name} is not installed): "
+                             f"pip install 'zeta-local[serve]'") from None
+    try:
+        max_bytes = parse_size(args.max_request_size)
+    except ValueError as exc:
+        raise InvalidRequest(f"--max-request-size {exc}") from None
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env, "")
+        if not api_key.strip():
+            raise InvalidRequest(f"--api-key-env {args.api_key_env}: that environment variable "
+                                 f"is not set or empty; export it with the key clients must send")
+    if not is_loopback(args.host) and api_key is None:
+        _err(f"warning: serving on {args.host} without an API key: anyone who can reach this "
+             f"machine can use its models; add --api-key-env NAME")
+    try:
+        sock = listen(args.host, args.port)
+    except OSError as exc:
+        raise InvalidRequest(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
+                             f"choose another --host or --port") from None
+    with sock, _router(args) as router:
+        _err(f"serving {len(router.config.models)} models on http://{args.host}:{args.port}/v1 "
+             f"(model: auto, {', '.join(router.config.routes)} or a model name); Ctrl-C stops")
+        serve(router, sock, api_key=api_key, max_request_bytes=max_bytes,
+              cors_origins=args.cors_origin, log_level="info" if args.verbose else "warning")
     return 0
 
 
