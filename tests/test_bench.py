@@ -18,7 +18,7 @@ def test_quick_bench_on_the_tiny_models(tmp_path: Path, write_config: Callable[.
                    "--config", str(config), timeout=280)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
-    for key in ("machine", "overhead", "failover", "cancel", "memory", "concurrency", "roofline"):
+    for key in ("machine", "overhead", "failover", "cancel", "memory", "concurrency", "server", "roofline"):
         assert key in data, key
     assert data["overhead"]["tokens_per_s_ratio"] > 0 and "latency_ms_added" in data["overhead"]
     assert {"excess_ms_p50", "excess_ms_p95", "baseline_s"} <= set(data["failover"])
@@ -26,7 +26,8 @@ def test_quick_bench_on_the_tiny_models(tmp_path: Path, write_config: Callable[.
     assert data["concurrency"]["results"] + data["concurrency"]["typed_errors"] == data["concurrency"]["requests"]
     assert data["memory"]["models"][0]["measured_bytes"] > 0
     assert 0 < data["roofline"]["fraction"]
-    assert "[1/7] machine" in proc.stderr
+    assert data["server"]["tokens_per_s_ratio"] > 0 and "latency_ms_added_p50" in data["server"]
+    assert "[1/8] machine" in proc.stderr
     assert md.read_text().startswith("# zeta_local benchmark (quick)")
     assert sorted(p.name for p in plots.iterdir()) == ["failover.png", "overhead.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots.iterdir())

@@ -12,6 +12,7 @@ runs on are shared and noisy. Sections:
     memory       predicted vs what llama.cpp allocates vs resident growth, per model
     concurrency  K client threads, mixed tasks, random injected faults: throughput, latency
                  percentiles, and requests lost (neither a result nor a typed error)
+    server       the OpenAI-compatible server against the in-process path (bench_server.py)
     roofline     decoding tokens/s against memory bandwidth / bytes read per token
 
 It runs on whatever is here: the generation model is the first of models.toml whose file is
@@ -74,6 +75,7 @@ def run_bench(config_path: str | None, *, quick: bool, progress: Callable[[str],
         ("cancel", lambda: _cancel(model_path, work, runs)),
         ("memory", lambda: _memory(model_path, model_name, tiny)),
         ("concurrency", lambda: _concurrency(tiny, work, 8 if quick else 16, 4 if quick else 8)),
+        ("server", lambda: _server(model_path, tiny, work, runs, 48 if quick else 128)),
         ("roofline", None),  # uses overhead's decode speed
     ]
     results: dict[str, Any] = {"quick": quick, "model": model_name, "model_path": str(model_path)}
@@ -357,6 +359,14 @@ def _concurrency(tiny: dict[str, Path], work: Path, clients: int, per_client: in
             "results": outcomes["result"], "typed_errors": outcomes["typed_error"], "lost": outcomes["lost"]}
 
 
+def _server(model_path: Path, tiny: dict[str, Path], work: Path, runs: int, max_tokens: int) -> dict[str, Any]:
+    try:
+        from zeta_local.bench_server import measure_server
+    except ImportError as exc:
+        return {"note": f"needs the serve extra ({exc.name} is not installed)"}
+    return measure_server(model_path, tiny, work, runs, max_tokens)
+
+
 def _roofline(model_path: Path, overhead: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
@@ -383,6 +393,7 @@ def _roofline(model_path: Path, overhead: dict[str, Any]) -> dict[str, Any]:
 
 def to_markdown(r: dict[str, Any]) -> str:
     m, o, f, c, q, roof = r["machine"], r["overhead"], r["failover"], r["cancel"], r["concurrency"], r["roofline"]
+    s = r["server"]
     lines = [f"# zeta_local benchmark{' (quick)' if r['quick'] else ''}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, "
              f"{'GPU offload' if m['gpu_offload'] else 'no GPU offload'}; llama-cpp-python "
@@ -400,8 +411,18 @@ def to_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| cancel during a long prompt evaluation → worker ready (ms, p50 / p95) | {c['ms_p50']} / {c['ms_p95']} |")
     lines += [f"| concurrency: {q['clients']} clients, {q['requests']} requests, random faults: requests/s | {q['requests_per_s']} |",
               f"| concurrency latency p50 / p95 / p99 (ms) | {q['latency_ms_p50']} / {q['latency_ms_p95']} / {q['latency_ms_p99']} |",
-              f"| requests lost (neither a result nor a typed error) | {q['lost']} |",
-              f"| decoding vs memory-bandwidth bound ({roof['memory_bandwidth_gb_s']} GB/s) | {roof['fraction']} of "
+              f"| requests lost (neither a result nor a typed error) | {q['lost']} |"]
+    if "note" in s:
+        lines.append(f"| server | not measured: {s['note']} |")
+    else:
+        lines += [f"| server: tokens/s streamed over HTTP ÷ in-process (median of per-run ratios) | "
+                  f"{s['tokens_per_s_ratio']} |",
+                  f"| server: latency added to a short request over HTTP (ms, p50 / p95) | "
+                  f"{s['latency_ms_added_p50']} / {s['latency_ms_added']['p95']} |"]
+        if "ms_p50" in s["disconnect"]:
+            lines.append(f"| server: client disconnect during a long prompt evaluation → worker free "
+                         f"(ms, p50 / p95) | {s['disconnect']['ms_p50']} / {s['disconnect']['ms_p95']} |")
+    lines += [f"| decoding vs memory-bandwidth bound ({roof['memory_bandwidth_gb_s']} GB/s) | {roof['fraction']} of "
               f"{roof['bound_tokens_per_s']} tokens/s |", "", "| model | n_ctx | predicted MiB | llama.cpp allocated MiB | "
               "resident growth MiB | error |", "|---|---|---|---|---|---|"]
     for row in r["memory"]["models"]:
