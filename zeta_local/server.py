@@ -323,8 +323,6 @@ async def _sse(call: _Call, first: list[Any], *, chat: bool, include_usage: bool
                     yield _event(usage_chunk_json(result, chat=chat, request_id=request_id,
                                                   created=created))
                 break
-    except Cancelled:
-        return  # the client has gone: there is no one to tell
     except Exception as exc:  # an error after the headers went out: say it in the stream
         yield _event(_as_request_error(exc).body())
     finally:
@@ -363,6 +361,9 @@ def _as_request_error(exc: BaseException) -> RequestError:
                                 code="context_length_exceeded", attempts=tuple(exc.attempts))
         return RequestError(503, str(exc), type="server_error", code="no_model_available",
                             attempts=tuple(exc.attempts))
+    if isinstance(exc, Cancelled):  # not by its client, who has gone and reads nothing
+        return RequestError(503, "the request was cancelled: the server is shutting down",
+                            type="server_error", code="cancelled", attempts=tuple(exc.attempts))
     if isinstance(exc, _NoAnswer):
         return RequestError(503, "no answer within the request's deadline (deadline_s)",
                             type="server_error", code="timeout")
@@ -387,15 +388,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         return respond(RequestError(exc.status_code, f"{request.method} {request.url.path}: "
                                     f"{exc.detail}", code=code))
 
-    async def on_cancelled(request: Request, exc: Exception) -> Response:
-        return Response(status_code=499)  # the client has gone; nobody reads this
-
     async def on_error(request: Request, exc: Exception) -> Response:
         return respond(_as_request_error(exc))
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
-    app.add_exception_handler(Cancelled, on_cancelled)
     # The expected failures are answered here; anything else also reaches uvicorn's log.
     for expected in (RequestError, ZetaError, _NoAnswer, Exception):
         app.add_exception_handler(expected, on_error)
