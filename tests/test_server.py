@@ -154,10 +154,10 @@ def test_fallback_before_the_first_token_shows_in_the_stream(failing_first):
         assert response.headers["x-zeta-model"] == "second"
         assert response.headers["x-zeta-attempts"] == "first:error,second:streaming"
         chunks = list(response.parse())
-    hop = chunks[0].model_extra["zeta"]["fallback"]
+    hop = chunks[0].model_extra["zeta"]["fallback"]  # on the first text, of the model that gave it
     assert hop["from"] == "first" and hop["to"] == "second" and hop["outcome"] == "error"
-    assert hop["continues"] is False
-    assert all(c.model == "second" for c in chunks)
+    assert hop["continues"] is False and chunks[0].choices[0].delta.content
+    assert all(c.model == "second" for c in chunks)  # no chunk names a model that wrote nothing
     assert [a["outcome"] for a in chunks[-1].model_extra["zeta"]["attempts"]] == ["error", "ok"]
 
 
@@ -169,10 +169,10 @@ def test_fallback_mid_answer_names_each_model_in_its_chunks(serve: Callable[...,
     models = [c.model for c in chunks if c.choices[0].delta.content]
     assert models[:3] == ["first"] * 3 and set(models[3:]) == {"second"}
     hops = [c for c in chunks if "fallback" in (c.model_extra.get("zeta") or {})]
-    assert len(hops) == 1 and hops[0].model == "second"
+    assert len(hops) == 1 and hops[0].model == "second" and hops[0].choices[0].delta.content
     hop = hops[0].model_extra["zeta"]["fallback"]
     assert (hop["from"], hop["to"], hop["outcome"], hop["continues"]) == ("first", "second", "stalled", True)
-    assert chunks.index(hops[0]) == 3  # right after the three pieces the first model gave
+    assert chunks.index(hops[0]) == 3  # the second model's first text, after the first's three
     assert [(a["model"], a["outcome"]) for a in chunks[-1].model_extra["zeta"]["attempts"]] == [
         ("first", "stalled"), ("second", "ok")]
 

@@ -295,8 +295,8 @@ async def _cancel_on_disconnect(request: Request, token: CancelToken) -> None:
 
 async def _sse(call: _Call, first: list[Any], *, chat: bool, include_usage: bool) -> AsyncIterator[bytes]:
     """Server-sent events: a chunk per piece of text, named after the model that produced it;
-    a chunk with `zeta.fallback` where the answering model changes; the finish reason with
-    every attempt; the usage when asked for; then [DONE]."""
+    the first chunk of a new model's text carries `zeta.fallback` (from, to, outcome, detail);
+    then the finish reason with every attempt, the usage when asked for, and [DONE]."""
     request_id, created = new_id("chatcmpl" if chat else "cmpl"), now()
     role = chat  # the first chunk of a chat stream says who speaks
 
@@ -309,16 +309,19 @@ async def _sse(call: _Call, first: list[Any], *, chat: bool, include_usage: bool
 
     try:
         pending = list(first)
+        hop: Fallback | None = None  # the last change of model, told with the new model's text
         while True:
             event = pending.pop(0) if pending else await call.next()
-            if isinstance(event, TextChunk):
-                yield chunk(event.model, text=event.text)
-            elif isinstance(event, Fallback):
-                yield chunk(event.to_model, text="" if chat else None,
-                            zeta={"fallback": fallback_json(event)})
+            if isinstance(event, Fallback):
+                hop = event
+            elif isinstance(event, TextChunk):
+                yield chunk(event.model, text=event.text,
+                            zeta={"fallback": fallback_json(hop)} if hop else None)
+                hop = None
             elif isinstance(event, Done):
                 result: GenerationResult = event.result
-                yield chunk(result.model, finish_reason=result.finish_reason, zeta=zeta_json(result))
+                zeta = zeta_json(result) | ({"fallback": fallback_json(hop)} if hop else {})
+                yield chunk(result.model, finish_reason=result.finish_reason, zeta=zeta)
                 if include_usage:
                     yield _event(usage_chunk_json(result, chat=chat, request_id=request_id,
                                                   created=created))
