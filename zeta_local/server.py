@@ -202,8 +202,12 @@ class _Service:
                         result.model, result.task, [(a.model, a.outcome) for a in result.attempts]))
             # The answering model's attempt is still running: `streaming` in the header; the
             # last chunk carries every attempt, and a later fallback shows in the chunks.
-            answering = first.result.model if isinstance(first, Done) else first.model
-            tried = [(f.from_model, f.outcome) for f in fallbacks] + [(answering, "streaming")]
+            if isinstance(first, Done):  # an empty answer: it is over already
+                answering = first.result.model
+                tried = [(a.model, a.outcome) for a in first.result.attempts]
+            else:
+                answering = first.model
+                tried = [(f.from_model, f.outcome) for f in fallbacks] + [(answering, "streaming")]
             events = _sse(call, [*fallbacks, first], chat=chat, include_usage=body.include_usage)
             streaming = True
             return StreamingResponse(events, media_type="text/event-stream", headers=_headers(
