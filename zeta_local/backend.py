@@ -76,17 +76,7 @@ class LlamaCppBackend:
         import llama_cpp
 
         _install_hooks()
-        n_ctx = context_length(spec.n_ctx, info)
-        kwargs: dict[str, Any] = dict(
-            model_path=str(path), n_ctx=n_ctx, n_batch=min(spec.n_batch, n_ctx),
-            n_gpu_layers=spec.n_gpu_layers, n_threads=n_threads, n_threads_batch=n_threads,
-            use_mmap=True, verbose=False,
-        )
-        if embedding:
-            # Pooled embeddings need a whole text in one micro-batch.
-            batch = min(n_ctx, EMBED_BATCH)
-            kwargs |= dict(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-                           n_batch=batch, n_ubatch=batch)
+        kwargs = llama_kwargs(spec, path, info, embedding=embedding, n_threads=n_threads)
         _LAST_ERRORS.lines = []
         _LOADING.cancel = cancel
         try:
@@ -101,6 +91,26 @@ class LlamaCppBackend:
         finally:
             _LOADING.cancel = None
         return LlamaCppModel(spec, llm, info, embedding)
+
+
+def llama_kwargs(spec: ModelSpec, path: Path, info: GGUFInfo, *, embedding: bool,
+                 n_threads: int) -> dict[str, Any]:
+    """The `llama_cpp.Llama(...)` arguments a model is loaded with: the one place they are
+    decided, so that the benchmark's raw llama-cpp-python baseline loads it the same way."""
+    import llama_cpp
+
+    n_ctx = context_length(spec.n_ctx, info)
+    kwargs: dict[str, Any] = dict(
+        model_path=str(path), n_ctx=n_ctx, n_batch=min(spec.n_batch, n_ctx),
+        n_gpu_layers=spec.n_gpu_layers, n_threads=n_threads, n_threads_batch=n_threads,
+        use_mmap=True, verbose=False,
+    )
+    if embedding:
+        # Pooled embeddings need a whole text in one micro-batch.
+        batch = min(n_ctx, EMBED_BATCH)
+        kwargs |= dict(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                       n_batch=batch, n_ubatch=batch)
+    return kwargs
 
 
 class LlamaCppModel:
