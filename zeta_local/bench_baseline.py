@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -92,13 +91,14 @@ class RecordingBackend:
         self.models: dict[str, Any] = {}
         self.sampling: dict[str, Any] = {}
 
-    def load(self, spec: Any, path: Path, info: Any, *, embedding: bool, n_threads: int,
-             cancel: threading.Event | None = None) -> Any:
+    def load(self, spec: Any, path: Path, info: Any, **options: Any) -> Any:
+        """The real load, passed every option the pool gives (embedding, n_threads, cancel, ...)."""
         from zeta_local.backend import llama_kwargs
 
-        model = self._inner.load(spec, path, info, embedding=embedding, n_threads=n_threads, cancel=cancel)
-        if not embedding:
-            self.kwargs[spec.name] = llama_kwargs(spec, path, info, embedding=False, n_threads=n_threads)
+        model = self._inner.load(spec, path, info, **options)
+        if not options.get("embedding"):
+            self.kwargs[spec.name] = llama_kwargs(spec, path, info, embedding=False,
+                                                  n_threads=options["n_threads"])
             self.models[spec.name] = model
             generate = model.generate
 
