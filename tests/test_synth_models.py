@@ -51,6 +51,7 @@ def test_llama_cpp_loads_the_4b_and_calls_it_a_4b(general_4b: Path):
     params.no_alloc = True  # check the tensors, allocate and read nothing
     params.use_extra_bufts = False
     params.load_mode = ll.LLAMA_LOAD_MODE_NONE  # no_alloc does not go with a memory map
+    params.n_gpu_layers = 0  # on the CPU on every build: the file is under test, not the offload
     model = ll.llama_model_load_from_file(str(general_4b).encode(), params)
     assert model, "llama.cpp refused the file"
     try:
