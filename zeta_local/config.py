@@ -85,7 +85,9 @@ class RouterSettings:
     temperature: float = 0.3
     top_p: float = 0.95
     top_k: int = 40
-    repeat_penalty: float = 1.1
+    # llama.cpp's own default. Any other value makes its penalty sampler visit every entry of
+    # the vocabulary for every token (README: "What a repetition penalty costs").
+    repeat_penalty: float = 1.0
     seed: int | None = None  # None: a fresh random seed per request
     n_threads: int | None = None  # None: one per physical core
     # Watchdog budgets, in seconds (see watchdog.py). Per model and per call overridable.
