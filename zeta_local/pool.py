@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from zeta_local.admission import Admission, MemoryLedger, gpu_offload_supported, memory_budgets
+from zeta_local.admission import Admission, MemoryLedger, footprint, gpu_offload_supported, memory_budgets
 from zeta_local.backend import Backend, LoadedModel
 from zeta_local.breaker import CircuitBreaker
 from zeta_local.config import Config
@@ -226,7 +226,7 @@ class ModelPool:
                         state, detail = "unavailable", str(exc)
             rows.append(ModelStatus(name, state, detail, sum(w.queue_length() for w in mine),
                                     sum(w.served for w in mine), sum(w.failed for w in mine),
-                                    sum(h.ram + h.vram for (n, _), h in held.items() if n == name)))
+                                    sum(footprint({k: h for k, h in held.items() if k[0] == name}))))
         return rows
 
 
