@@ -26,7 +26,9 @@ from zeta_local.worker import ModelWorker
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, bool]  # (model name, embedding): a model's generation and embedding contexts differ
+# (model name, embedding): a model's generation and embedding contexts have a worker each; they
+# share the model's weights (one llama_model in the backend, counted once by the ledger).
+Key = tuple[str, bool]
 
 
 class ModelPool:
