@@ -199,7 +199,7 @@ def test_two_contexts_asking_at_once_load_the_weights_once(write_config: Callabl
 def test_a_cancelled_load_leaves_nothing_behind(write_config: Callable[..., Path]):
     """Both contexts waiting on a load that hangs: both time out, no weights stay loaded, and
     the model loads again once the fault is gone."""
-    from zeta_local.faults import FaultInjectingBackend, Fault
+    from zeta_local.faults import Fault, FaultInjectingBackend
 
     real = LlamaCppBackend()
     faulty = FaultInjectingBackend(real, {"a": Fault("hang_load")})
