@@ -28,7 +28,7 @@ def main() -> int:
     from zeta_local.config import load_config
     from zeta_local.errors import ZetaError
     from zeta_local.gguf_info import read_gguf_info
-    from zeta_local.memory import context_length, estimate_memory
+    from zeta_local.memory import context_length, embedding_context, estimate_memory
     from zeta_local.sources import find_model_file
 
     models = {"tiny-test (generated)": _tiny_models(Path(tempfile.mkdtemp()))["a"]}
@@ -44,7 +44,8 @@ def main() -> int:
             n_ctx = context_length(n_ctx, info)
             for embedding in (False, True):
                 measured, grown = measure_allocation(path, n_ctx, embedding)
-                predicted = estimate_memory(info, n_ctx=n_ctx, embedding=embedding).total
+                predicted = estimate_memory(info, n_ctx=embedding_context(n_ctx) if embedding else n_ctx,
+                                            embedding=embedding).total
                 row = {"model": name, "n_ctx": n_ctx, "embedding": embedding,
                        "predicted_mib": round(predicted / MiB, 1), "measured_mib": round(measured / MiB, 1),
                        "resident_growth_mib": round(grown / MiB, 1),

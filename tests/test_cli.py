@@ -178,4 +178,6 @@ def test_plan_lists_every_model_with_its_estimate(config: Path):
         assert parts["total"] == sum(parts[k] for k in ("weights_cpu", "weights_gpu", "kv_cache",
                                                          "output", "compute", "margin"))
     assert small["fits"] is True and data["ram_budget"] > 0
-    assert "TOTAL" in run_cli("plan", "--config", str(config)).stdout
+    assert small["embed"]["shares_weights"] and small["embed"]["weights_cpu"] == 0
+    text = run_cli("plan", "--config", str(config)).stdout
+    assert "TOTAL" in text and "shared" in text

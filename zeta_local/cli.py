@@ -348,9 +348,10 @@ def _plan(args: argparse.Namespace) -> int:
         for purpose in ("generate", "embed"):
             e = r[purpose]
             if e is not None:
-                rows.append((r["name"], purpose, str(e["n_ctx"]), *(mib(e[part]) for part in (
-                    "weights_cpu", "weights_gpu", "kv_cache", "output", "compute", "margin", "total")),
-                             "yes" if r["fits"] else "no"))
+                weights = ("shared",) * 2 if e["shares_weights"] else \
+                    (mib(e["weights_cpu"]), mib(e["weights_gpu"]))
+                rows.append((r["name"], purpose, str(e["n_ctx"]), *weights, *(mib(e[part]) for part in (
+                    "kv_cache", "output", "compute", "margin", "total")), "yes" if r["fits"] else "no"))
         if r["generate"] is None and r["embed"] is None:
             rows.append((r["name"], "-", "-", "-", "-", "-", "-", "-", "-", "-",
                          f"file {r['file']}"))

@@ -41,10 +41,11 @@ def describe_models(config: Config) -> list[dict[str, Any]]:
 
 def plan_models(config: Config) -> dict[str, Any]:
     """The memory each model will take, by part, predicted from its GGUF header, and whether it
-    fits the budgets now (both of its contexts at once). Loads nothing; a package not yet
-    assembled, or a missing file, has no header to predict from."""
+    fits the budgets now (both of its contexts at once). A model that serves both loads its
+    weights once: its embedding context's row counts no weights (`shares_weights`). Loads
+    nothing; a package not yet assembled, or a missing file, has no header to predict from."""
     from zeta_local.admission import gpu_offload_supported, memory_budgets
-    from zeta_local.memory import estimate_for
+    from zeta_local.memory import estimate_for, without_weights
 
     settings = config.router
     gpu = gpu_offload_supported()
@@ -61,7 +62,10 @@ def plan_models(config: Config) -> dict[str, Any]:
             for purpose in ("generate", "embed"):
                 if purpose in spec.capabilities:
                     estimate = estimate_for(spec, info, gpu=gpu, embedding=purpose == "embed")
-                    plan[purpose] = estimate.to_dict()
+                    shares = purpose == "embed" and "generate" in spec.capabilities
+                    if shares:
+                        estimate = without_weights(estimate)
+                    plan[purpose] = estimate.to_dict() | {"shares_weights": shares}
                     ram, vram = ram + estimate.ram, vram + estimate.vram
             plan["fits"] = ram <= ram_budget and (vram_budget is None or vram <= vram_budget)
         rows.append(plan)

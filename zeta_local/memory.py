@@ -16,7 +16,7 @@ allocator alignment).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable
 
 from zeta_local.config import ModelSpec
@@ -25,7 +25,7 @@ from zeta_local.gguf_info import GGUFInfo, SkippedArray
 MARGIN = 0.05  # of the total; measured errors on the tiny and Gemma models are within 7 %
 _F32 = 4
 _CACHE_TYPE_BYTES = {"f16": 2, "q8_0": 34 / 32, "f32": 4}
-_EMBEDDING_SEQUENCES = 256  # llama-cpp-python sizes an embedding context for this many texts
+_EMBEDDING_SEQUENCES = 16  # an embedding context evaluates up to this many texts per decode
 _CELL_PADDING = 256  # llama.cpp rounds the context up to a multiple of this
 
 
@@ -52,6 +52,40 @@ class MemoryEstimate:
         return asdict(self) | {"ram": self.ram, "total": self.total}
 
 
+# ---- the embedding context, and weights shared by two contexts -----------------------------
+# A model that serves generation and embeddings loads its weights once: its two llama.cpp
+# contexts are made on one llama_model (backend.py). The embedding context is sized for what it
+# embeds: its context, batch and micro-batch are the longest text it accepts, and it evaluates up
+# to _EMBEDDING_SEQUENCES texts per decode, each one sequence of the output buffer.
+
+EMBED_BATCH = 512  # the longest text, in tokens, one embedding accepts
+EMBED_SEQUENCES = _EMBEDDING_SEQUENCES
+
+
+def embedding_context(n_ctx: int) -> int:
+    """The context (and batch, and micro-batch) of a model's embedding context, given the
+    model's own context: a whole text must fit one micro-batch to be pooled. llama.cpp sizes the
+    compute buffer by it (Gemma 3 270M: 2.1 GiB at 2048, about 0.5 GiB at 512)."""
+    return min(n_ctx, EMBED_BATCH)
+
+
+def weights_part(estimate: MemoryEstimate) -> tuple[int, int]:
+    """(RAM, VRAM) of an estimate that are its weights, with their share of the margin: what a
+    second context on the same llama_model does not allocate again."""
+    weights = estimate.weights_cpu + estimate.weights_gpu
+    vram = min(estimate.vram, estimate.weights_gpu + int(estimate.weights_gpu * MARGIN)) if estimate.vram else 0
+    return weights + int(weights * MARGIN) - vram, vram
+
+
+def without_weights(estimate: MemoryEstimate) -> MemoryEstimate:
+    """The estimate of a context whose weights another context of the same model holds: its KV
+    cache, output and compute buffers. With weights_part() it adds up to `estimate`."""
+    weights = estimate.weights_cpu + estimate.weights_gpu
+    _, vram = weights_part(estimate)
+    return replace(estimate, weights_cpu=0, weights_gpu=0, margin=estimate.margin - int(weights * MARGIN),
+                   vram=estimate.vram - vram)
+
+
 def context_length(n_ctx: int, info: GGUFInfo) -> int:
     """The context a model is given: as configured, capped at what it was trained for (more
     only produces garbage past that point)."""
@@ -60,8 +94,11 @@ def context_length(n_ctx: int, info: GGUFInfo) -> int:
 
 def estimate_for(spec: ModelSpec, info: GGUFInfo, *, gpu: bool, embedding: bool = False) -> MemoryEstimate:
     """The estimate for a models.toml entry, as it will be loaded on this build (`gpu`: whether
-    it can offload at all)."""
-    return estimate_memory(info, n_ctx=context_length(spec.n_ctx, info), embedding=embedding,
+    it can offload at all). An embedding context is sized for the longest text it embeds; its
+    estimate counts the weights, which without_weights() leaves out for a context that shares
+    them with its model's generation context."""
+    n_ctx = context_length(spec.n_ctx, info)
+    return estimate_memory(info, n_ctx=embedding_context(n_ctx) if embedding else n_ctx, embedding=embedding,
                            n_gpu_layers=spec.n_gpu_layers if gpu else 0)
 
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from zeta_local.admission import Admission, MemoryLedger, gpu_offload_supported, memory_budgets
+from zeta_local.admission import Admission, MemoryLedger, footprint, gpu_offload_supported, memory_budgets
 from zeta_local.backend import Backend, LoadedModel
 from zeta_local.breaker import CircuitBreaker
 from zeta_local.config import Config
@@ -26,7 +26,9 @@ from zeta_local.worker import ModelWorker
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, bool]  # (model name, embedding): a model's generation and embedding contexts differ
+# (model name, embedding): a model's generation and embedding contexts have a worker each; they
+# share the model's weights (one llama_model in the backend, counted once by the ledger).
+Key = tuple[str, bool]
 
 
 class ModelPool:
@@ -226,7 +228,7 @@ class ModelPool:
                         state, detail = "unavailable", str(exc)
             rows.append(ModelStatus(name, state, detail, sum(w.queue_length() for w in mine),
                                     sum(w.served for w in mine), sum(w.failed for w in mine),
-                                    sum(h.ram + h.vram for (n, _), h in held.items() if n == name)))
+                                    sum(footprint({k: h for k, h in held.items() if k[0] == name}))))
         return rows
 
 
