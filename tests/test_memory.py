@@ -1,6 +1,7 @@
 """The memory planner's estimate: checked against the formula on crafted headers carrying the
-real shapes of models.toml's 7B, 4B and 14B models (sparse files: no disk used), and against
-what llama.cpp itself reports allocating for the tiny and the real embedded model."""
+real shapes of models.toml's 7B, 4B and 14B models (sparse files: no disk used), against what
+llama.cpp allocated for those shapes on an H200 and on this CPU build, and against what
+llama.cpp itself reports allocating for the tiny and the real embedded model."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.constants import GGML_QUANT_SIZES
 
-from zeta_local.gguf_info import read_gguf_info
 from zeta_local.bench import measure_allocation
+from zeta_local.gguf_info import read_gguf_info
 from zeta_local.memory import MARGIN, estimate_memory
 
 MiB = 2**20
@@ -35,8 +36,9 @@ def nbytes(shape: tuple[int, ...], qtype: GGMLQuantizationType) -> int:
 
 def write_header(path: Path, arch: str, n_layer: int, n_embd: int, n_head: int, n_kv: int,
                  head_dim: int, n_ff: int, n_vocab: int) -> int:
-    """A GGUF header with the model's real tensor shapes; the data section is a hole in a sparse
-    file. Returns the declared tensor bytes."""
+    """A GGUF header with the model's real tensors (Qwen2's q/k/v biases, Qwen3's q/k norms) in
+    the types of Q4_K_M; the data section is a hole in a sparse file. Returns the declared
+    tensor bytes."""
     writer = GGUFWriter(str(path), arch)
     writer.add_context_length(32768)
     writer.add_embedding_length(n_embd)
@@ -50,14 +52,23 @@ def write_header(path: Path, arch: str, n_layer: int, n_embd: int, n_head: int, 
     tensors = [("token_embd.weight", (n_vocab, n_embd), Q4_K), ("output.weight", (n_vocab, n_embd), Q6_K),
                ("output_norm.weight", (n_embd,), F32)]
     for i in range(n_layer):
+        # Q4_K_M keeps attn_v and ffn_down in Q6_K in the first and last eighth of the layers
+        # and in every third one between.
+        v = Q6_K if i < n_layer // 8 or i >= 7 * n_layer // 8 or (i - n_layer // 8) % 3 == 2 else Q4_K
         tensors += [(f"blk.{i}.attn_q.weight", (n_head * head_dim, n_embd), Q4_K),
                     (f"blk.{i}.attn_k.weight", (n_kv * head_dim, n_embd), Q4_K),
-                    (f"blk.{i}.attn_v.weight", (n_kv * head_dim, n_embd), Q6_K),
+                    (f"blk.{i}.attn_v.weight", (n_kv * head_dim, n_embd), v),
                     (f"blk.{i}.attn_output.weight", (n_embd, n_head * head_dim), Q4_K),
                     (f"blk.{i}.ffn_gate.weight", (n_ff, n_embd), Q4_K),
                     (f"blk.{i}.ffn_up.weight", (n_ff, n_embd), Q4_K),
-                    (f"blk.{i}.ffn_down.weight", (n_embd, n_ff), Q6_K),
-                    (f"blk.{i}.attn_norm.weight", (n_embd,), F32)]
+                    (f"blk.{i}.ffn_down.weight", (n_embd, n_ff), v),
+                    (f"blk.{i}.attn_norm.weight", (n_embd,), F32),
+                    (f"blk.{i}.ffn_norm.weight", (n_embd,), F32)]
+        if arch == "qwen2":
+            tensors += [(f"blk.{i}.attn_{x}.bias", (n * head_dim,), F32)
+                        for x, n in (("q", n_head), ("k", n_kv), ("v", n_kv))]
+        else:
+            tensors += [(f"blk.{i}.attn_{x}_norm.weight", (head_dim,), F32) for x in ("q", "k")]
     total = 0
     for name, shape, qtype in tensors:
         size = nbytes(shape, qtype)
@@ -131,3 +142,49 @@ def test_estimate_is_never_below_the_resident_growth(gemma_path: Path):
     _, grown = measure_allocation(gemma_path, 2048)
     predicted = estimate_memory(read_gguf_info(gemma_path), n_ctx=2048).total
     assert 0 < grown <= predicted, f"grew {grown / MiB:.0f} MiB, predicted {predicted / MiB:.0f} MiB"
+
+
+# ---- the GPU figures of issue 10, kept honest on a CPU-only machine ----------------------
+# llama.cpp on an H200 (CUDA 13, llama-cpp-python 0.3.36), the real-shape Q4_K_M models at
+# n_ctx 8192 and n_ubatch 512: each model's CUDA compute buffer without and with flash attention
+# (MiB; the 4B was not measured with it).
+H200_COMPUTE = {"coder-7b (Qwen2.5-Coder-7B)": {False: 494, True: 304}, "general-4b (Qwen3-4B)": {False: 558},
+                "reason-14b (Qwen3-14B)": {False: 700, True: 307}}
+# What this build's llama.cpp reports for the same files (MiB): the model buffer, the KV cache,
+# and the CPU compute buffer without and with flash attention.
+THIS_BUILD = {"coder-7b (Qwen2.5-Coder-7B)": (4460.45, 448, 501.01, 311.00),
+              "general-4b (Qwen3-4B)": (2584.56, 1152, 563.01, 306.75),
+              "reason-14b (Qwen3-14B)": (8579.06, 1280, 710.01, 316.75)}
+
+
+@pytest.fixture(scope="module")
+def real_shapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("shapes")
+    paths = {}
+    for i, (model, shape) in enumerate(REAL_SHAPES.items()):
+        paths[model] = out / f"{i}.gguf"
+        write_header(paths[model], *shape)
+    return paths
+
+
+@pytest.mark.parametrize("model, flash_attn", [(m, fa) for m in H200_COMPUTE for fa in H200_COMPUTE[m]])
+def test_gpu_compute_buffer_matches_an_h200(real_shapes: dict[str, Path], model: str, flash_attn: bool):
+    """The compute buffer on the GPU within 5 % of llama.cpp's CUDA buffer, with and without
+    flash attention (without it, the f32 scores of every head over every cell dominate)."""
+    measured = H200_COMPUTE[model][flash_attn]
+    estimate = estimate_memory(read_gguf_info(real_shapes[model]), n_ctx=8192, n_gpu_layers=-1,
+                               flash_attn=flash_attn)
+    assert estimate.flash_attn is flash_attn
+    assert abs(estimate.compute_gpu / MiB / measured - 1) <= 0.05, f"{estimate.compute_gpu / MiB:.1f} MiB"
+
+
+@pytest.mark.parametrize("model", list(REAL_SHAPES))
+def test_weights_kv_and_compute_match_this_build(real_shapes: dict[str, Path], model: str):
+    """Weights and KV cache exactly as llama.cpp allocates them, and the CPU compute buffer to
+    its log's 0.01 MiB with and without flash attention: the formula, not just the tolerance."""
+    weights, kv_cache, compute, compute_fa = THIS_BUILD[model]
+    info = read_gguf_info(real_shapes[model])
+    off, on = (estimate_memory(info, n_ctx=8192, flash_attn=fa) for fa in (False, True))
+    assert round((off.weights_cpu + off.weights_gpu) / MiB, 2) == weights
+    assert off.kv_cache == on.kv_cache == kv_cache * MiB
+    assert abs(off.compute / MiB - compute) < 0.02 and abs(on.compute / MiB - compute_fa) < 0.02
