@@ -5,15 +5,19 @@ llama.cpp itself reports allocating for the tiny and the real embedded model."""
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.constants import GGML_QUANT_SIZES
 
 from zeta_local.bench import measure_allocation
+from zeta_local.config import ModelSpec
 from zeta_local.gguf_info import read_gguf_info
-from zeta_local.memory import MARGIN, estimate_memory
+from zeta_local.memory import MARGIN, estimate_memory, flash_attn_on
 
 MiB = 2**20
 Q4_K, Q6_K, F32 = GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K, GGMLQuantizationType.F32
@@ -110,10 +114,10 @@ def test_known_kv_sizes():
     assert n_layer * n_kv * 2 * head_dim * 2 * 8192 == 448 * MiB
 
 
-def check_accuracy(path: Path, n_ctx: int, embedding: bool) -> None:
-    measured, _ = measure_allocation(path, n_ctx, embedding)
+def check_accuracy(path: Path, n_ctx: int, embedding: bool, flash_attn: bool = False) -> None:
+    measured, _ = measure_allocation(path, n_ctx, embedding, flash_attn)
     assert measured > 0, "llama.cpp reported no buffer sizes"
-    predicted = estimate_memory(read_gguf_info(path), n_ctx=n_ctx, embedding=embedding).total
+    predicted = estimate_memory(read_gguf_info(path), n_ctx=n_ctx, embedding=embedding, flash_attn=flash_attn).total
     error = (predicted - measured) / measured
     assert abs(error) <= 0.10, f"predicted {predicted / MiB:.1f} MiB, llama.cpp allocated {measured / MiB:.1f} MiB"
     assert predicted >= measured * (1 - MARGIN)
@@ -129,10 +133,13 @@ def test_estimate_matches_llama_cpp_on_tiny_models(tiny_models: dict[str, Path],
 @pytest.mark.real_model
 @pytest.mark.parametrize("n_ctx", [1024, 4096])
 @pytest.mark.parametrize("embedding", [False, True])
-def test_estimate_matches_llama_cpp_on_the_embedded_default(gemma_path: Path, n_ctx: int, embedding: bool):
+@pytest.mark.parametrize("flash_attn", [False, True])
+def test_estimate_matches_llama_cpp_on_the_embedded_default(gemma_path: Path, n_ctx: int, embedding: bool,
+                                                            flash_attn: bool):
     """Gemma 3 270M: 235 MiB of weights but ~800 MiB allocated, mostly the logits of a
-    512-token micro-batch over its 262k vocabulary; the estimate must know that."""
-    check_accuracy(gemma_path, n_ctx, embedding)
+    512-token micro-batch over its 262k vocabulary; the estimate must know that, with flash
+    attention and without."""
+    check_accuracy(gemma_path, n_ctx, embedding, flash_attn)
 
 
 @pytest.mark.real_model
@@ -188,3 +195,30 @@ def test_weights_kv_and_compute_match_this_build(real_shapes: dict[str, Path], m
     assert round((off.weights_cpu + off.weights_gpu) / MiB, 2) == weights
     assert off.kv_cache == on.kv_cache == kv_cache * MiB
     assert abs(off.compute / MiB - compute) < 0.02 and abs(on.compute / MiB - compute_fa) < 0.02
+
+
+@pytest.mark.parametrize("setting, n_gpu_layers, gpu, on", [
+    ("auto", -1, True, True), ("auto", 20, True, True), ("auto", 0, True, False), ("auto", -1, False, False),
+    (True, -1, False, True), (False, -1, True, False),
+])
+def test_flash_attention_auto_is_on_where_layers_are_offloaded(setting, n_gpu_layers: int, gpu: bool, on: bool):
+    """"auto" means on for a model with layers on a GPU, off otherwise; true/false are obeyed."""
+    spec = ModelSpec(name="m", capabilities=frozenset({"generate"}), n_gpu_layers=n_gpu_layers, flash_attn=setting)
+    assert flash_attn_on(spec, gpu=gpu) is on
+
+
+@pytest.mark.parametrize("setting", ["auto", True, False])
+def test_flash_attention_reaches_llama_cpp(write_config: Callable[..., Path], caplog: pytest.LogCaptureFixture,
+                                           setting: bool | str):
+    """models.toml's flash_attn is what llama.cpp runs with ("auto": on where the build can
+    offload, since the model's layers all go to the GPU)."""
+    from zeta_local import ZetaDynamicRouter
+    from zeta_local.admission import gpu_offload_supported
+
+    on = gpu_offload_supported() if setting == "auto" else setting
+    caplog.set_level(logging.DEBUG, logger="zeta_local.llama_cpp")
+    path = write_config({"a": {"model": "tiny-a", "n_ctx": 1024, "flash_attn": setting}})
+    with ZetaDynamicRouter.from_toml(path) as router:
+        assert router.generate("x", task="chat", max_tokens=4).model == "a"
+    assert re.search(rf"flash_attn += {'enabled' if on else 'disabled'}", caplog.text), \
+        "llama.cpp's own report of the context it made"

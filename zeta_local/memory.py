@@ -65,11 +65,24 @@ def context_length(n_ctx: int, info: GGUFInfo) -> int:
     return min(n_ctx, info.context_length or n_ctx)
 
 
+def flash_attn_on(spec: ModelSpec, *, gpu: bool) -> bool:
+    """Whether the model runs with flash attention: as models.toml says, or, for "auto", when
+    some of its layers go to a GPU (`gpu`: whether this build can offload at all). There it is
+    faster (the 7B on an H200: prefill 6,864 -> 9,075 tok/s, decode 220 -> 242) and its compute
+    buffer smaller. On the CPU the difference measured small (Gemma 3 270M, 2 cores: decode 93-95
+    vs 98-99 tok/s, prompt evaluation the same within noise) and it moves embeddings in their
+    third digit, so "auto" leaves a CPU-only build as it was."""
+    if isinstance(spec.flash_attn, bool):
+        return spec.flash_attn
+    return gpu and spec.n_gpu_layers != 0
+
+
 def estimate_for(spec: ModelSpec, info: GGUFInfo, *, gpu: bool, embedding: bool = False) -> MemoryEstimate:
     """The estimate for a models.toml entry, as it will be loaded on this build (`gpu`: whether
     it can offload at all)."""
     return estimate_memory(info, n_ctx=context_length(spec.n_ctx, info), embedding=embedding,
-                           n_gpu_layers=spec.n_gpu_layers if gpu else 0)
+                           n_gpu_layers=spec.n_gpu_layers if gpu else 0,
+                           flash_attn=flash_attn_on(spec, gpu=gpu))
 
 
 def estimate_memory(info: GGUFInfo, *, n_ctx: int, n_ubatch: int = 512, n_gpu_layers: int = 0,

@@ -18,7 +18,7 @@ from zeta_local.breaker import CircuitBreaker
 from zeta_local.config import Config
 from zeta_local.errors import InvalidModelFile, InvalidRequest, ModelFileMissing
 from zeta_local.gguf_info import read_gguf_info
-from zeta_local.memory import MemoryEstimate, estimate_for, estimate_memory
+from zeta_local.memory import MemoryEstimate, estimate_for, estimate_memory, flash_attn_on
 from zeta_local.results import OK, OUT_OF_MEMORY, ModelStatus
 from zeta_local.sources import find_model_file
 from zeta_local.watchdog import Watchdog
@@ -171,9 +171,10 @@ class ModelPool:
         layers = info.arch_value("block_count")
         if not (self._gpu and estimate.vram and isinstance(layers, int)):
             return None
+        spec = self.config.models[key[0]]
         for on_gpu in range(layers - 1, -1, -1):
-            partial = estimate_memory(info, n_ctx=estimate.n_ctx, n_gpu_layers=on_gpu,
-                                      embedding=key[1])
+            partial = estimate_memory(info, n_ctx=estimate.n_ctx, n_gpu_layers=on_gpu, embedding=key[1],
+                                      flash_attn=flash_attn_on(replace(spec, n_gpu_layers=on_gpu), gpu=True))
             admission = self.ledger.consider(key, partial, busy)
             if admission.fits:
                 log.info("%s: %d of %d layers on the GPU (allow_partial_offload)", key[0], on_gpu, layers)
