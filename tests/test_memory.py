@@ -211,7 +211,7 @@ def test_flash_attention_auto_is_on_where_layers_are_offloaded(setting, n_gpu_la
 def test_flash_attention_reaches_llama_cpp(write_config: Callable[..., Path], caplog: pytest.LogCaptureFixture,
                                            setting: bool | str):
     """models.toml's flash_attn is what llama.cpp runs with ("auto": on where the build can
-    offload, since the model's layers all go to the GPU)."""
+    offload, since the model's layers all go to the GPU), and status() says so."""
     from zeta_local import ZetaDynamicRouter
     from zeta_local.admission import gpu_offload_supported
 
@@ -220,5 +220,6 @@ def test_flash_attention_reaches_llama_cpp(write_config: Callable[..., Path], ca
     path = write_config({"a": {"model": "tiny-a", "n_ctx": 1024, "flash_attn": setting}})
     with ZetaDynamicRouter.from_toml(path) as router:
         assert router.generate("x", task="chat", max_tokens=4).model == "a"
+        assert [s.flash_attn for s in router.status()] == [on]
     assert re.search(rf"flash_attn += {'enabled' if on else 'disabled'}", caplog.text), \
         "llama.cpp's own report of the context it made"

@@ -44,7 +44,7 @@ def plan_models(config: Config) -> dict[str, Any]:
     fits the budgets now (both of its contexts at once). Loads nothing; a package not yet
     assembled, or a missing file, has no header to predict from."""
     from zeta_local.admission import gpu_offload_supported, memory_budgets
-    from zeta_local.memory import estimate_for
+    from zeta_local.memory import estimate_for, flash_attn_on
 
     settings = config.router
     gpu = gpu_offload_supported()
@@ -54,6 +54,7 @@ def plan_models(config: Config) -> dict[str, Any]:
     for row in describe_models(config):
         spec = config.models[row["name"]]
         plan: dict[str, Any] = {"name": row["name"], "file": row["file"], "problem": row["problem"],
+                                "flash_attn": flash_attn_on(spec, gpu=gpu),
                                 "generate": None, "embed": None, "fits": None}
         if row["path"] is not None and row["file"] == "present":
             info = read_gguf_info(row["path"])

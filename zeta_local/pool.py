@@ -225,9 +225,11 @@ class ModelPool:
                             read_gguf_info(path)
                     except (ModelFileMissing, InvalidModelFile) as exc:
                         state, detail = "unavailable", str(exc)
+            layers = self.gpu_layers.get((name, False), self.gpu_layers.get((name, True), spec.n_gpu_layers))
             rows.append(ModelStatus(name, state, detail, sum(w.queue_length() for w in mine),
                                     sum(w.served for w in mine), sum(w.failed for w in mine),
-                                    sum(h.ram + h.vram for (n, _), h in held.items() if n == name)))
+                                    sum(h.ram + h.vram for (n, _), h in held.items() if n == name),
+                                    flash_attn_on(replace(spec, n_gpu_layers=layers), gpu=self._gpu)))
         return rows
 
 
