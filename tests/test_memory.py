@@ -14,10 +14,11 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.constants import GGML_QUANT_SIZES
 
+from zeta_local.admission import MemoryLedger
 from zeta_local.bench import measure_allocation
 from zeta_local.config import ModelSpec
 from zeta_local.gguf_info import read_gguf_info
-from zeta_local.memory import MARGIN, estimate_memory, flash_attn_on
+from zeta_local.memory import GPU_PROCESS_COST, MARGIN, MemoryEstimate, estimate_memory, flash_attn_on
 
 MiB = 2**20
 Q4_K, Q6_K, F32 = GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K, GGMLQuantizationType.F32
@@ -154,9 +155,11 @@ def test_estimate_is_never_below_the_resident_growth(gemma_path: Path):
 # ---- the GPU figures of issue 10, kept honest on a CPU-only machine ----------------------
 # llama.cpp on an H200 (CUDA 13, llama-cpp-python 0.3.36), the real-shape Q4_K_M models at
 # n_ctx 8192 and n_ubatch 512: each model's CUDA compute buffer without and with flash attention
-# (MiB; the 4B was not measured with it).
+# (MiB; the 4B was not measured with it), and what the whole process held (NVML, GiB) after a
+# full micro-batch without it.
 H200_COMPUTE = {"coder-7b (Qwen2.5-Coder-7B)": {False: 494, True: 304}, "general-4b (Qwen3-4B)": {False: 558},
                 "reason-14b (Qwen3-14B)": {False: 700, True: 307}}
+H200_PROCESS = {"coder-7b (Qwen2.5-Coder-7B)": 5.7, "general-4b (Qwen3-4B)": 4.7, "reason-14b (Qwen3-14B)": 10.6}
 # What this build's llama.cpp reports for the same files (MiB): the model buffer, the KV cache,
 # and the CPU compute buffer without and with flash attention.
 THIS_BUILD = {"coder-7b (Qwen2.5-Coder-7B)": (4460.45, 448, 501.01, 311.00),
@@ -195,6 +198,33 @@ def test_weights_kv_and_compute_match_this_build(real_shapes: dict[str, Path], m
     assert round((off.weights_cpu + off.weights_gpu) / MiB, 2) == weights
     assert off.kv_cache == on.kv_cache == kv_cache * MiB
     assert abs(off.compute / MiB - compute) < 0.02 and abs(on.compute / MiB - compute_fa) < 0.02
+
+
+@pytest.mark.parametrize("model", list(REAL_SHAPES))
+def test_the_process_on_an_h200_is_the_ledger_plus_its_gpu_cost(real_shapes: dict[str, Path], model: str):
+    """What the process held on the H200 (NVML) within 10 % of the model's VRAM estimate plus
+    the per-process cost; each model's VRAM no more than 5 % over its CUDA buffers."""
+    estimate = estimate_memory(read_gguf_info(real_shapes[model]), n_ctx=8192, n_gpu_layers=-1)
+    held = (estimate.vram + GPU_PROCESS_COST) / 2**30
+    assert abs(held / H200_PROCESS[model] - 1) <= 0.10, f"{held:.2f} GiB"
+    buffers = estimate.weights_gpu + estimate.kv_cache + H200_COMPUTE[model][False] * MiB
+    assert 1 <= estimate.vram / buffers <= 1.05
+
+
+def test_the_gpu_process_cost_is_counted_once():
+    """The CUDA context (586 MiB, held until the process ends) and the workspace (about 200 MiB)
+    come off the VRAM budget once, however many models are loaded."""
+    assert GPU_PROCESS_COST == (586 + 200) * MiB
+    ledger = MemoryLedger(ram_budget=2**40, vram_budget=GPU_PROCESS_COST + 2000 * MiB, process_vram=GPU_PROCESS_COST)
+    thousand = MemoryEstimate(n_ctx=8192, weights_gpu=0, weights_cpu=0, kv_cache=0, output=0, compute=0,
+                              margin=0, vram=1000 * MiB)
+    assert ledger.consider(("a", False), thousand, set()).fits
+    ledger.take(("a", False), thousand, pinned=True)
+    assert ledger.consider(("b", False), thousand, set()).fits, "the cost is not taken again per model"
+    ledger.take(("b", False), thousand, pinned=True)
+    assert not ledger.consider(("c", False), thousand, set()).fits
+    no_gpu = MemoryLedger(ram_budget=2**40, vram_budget=None)
+    assert no_gpu.process_vram == 0 and no_gpu.consider(("a", False), thousand, set()).fits
 
 
 @pytest.mark.parametrize("setting, n_gpu_layers, gpu, on", [

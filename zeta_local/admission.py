@@ -61,8 +61,11 @@ class Admission:
 
 
 class MemoryLedger:
-    def __init__(self, ram_budget: int, vram_budget: int | None):
+    def __init__(self, ram_budget: int, vram_budget: int | None, process_vram: int = 0):
         self.ram_budget, self.vram_budget = ram_budget, vram_budget  # None: no GPU budget applies
+        # What the process holds on the GPU beside its models (memory.GPU_PROCESS_COST on a
+        # build that offloads), taken from the VRAM budget once, before any model.
+        self.process_vram = process_vram
         self._held: dict[tuple[str, bool], Holding] = {}
         self._correction: dict[tuple[str, bool], float] = {}
         self._lock = threading.Lock()
@@ -88,16 +91,18 @@ class MemoryLedger:
             held = {k: h for k, h in self._held.items() if k != key}
             free_ram = self.ram_budget - sum(h.ram for h in held.values())
             free_vram = None if self.vram_budget is None else \
-                self.vram_budget - sum(h.vram for h in held.values())
+                self.vram_budget - self.process_vram - sum(h.vram for h in held.values())
         what = f"needs {mib(ram)} of RAM" + (f" and {mib(vram)} of VRAM" if vram else "")
         free = f"free: {mib(free_ram)} of ram_budget {mib(self.ram_budget)}" + (
             f", {mib(free_vram)} of vram_budget {mib(self.vram_budget)}"
+            + (f" ({mib(self.process_vram)} of it kept for this process's CUDA context and workspace)"
+               if self.process_vram else "")
             if free_vram is not None and self.vram_budget is not None else "")
-        if ram <= free_ram and (free_vram is None or vram <= free_vram):
+        if ram <= free_ram and (free_vram is None or not vram or vram <= free_vram):
             return Admission(True, (), f"{what}; {free}")
         evict: list[tuple[str, bool]] = []
         for k, h in sorted(held.items(), key=lambda item: item[1].last_used):
-            if ram <= free_ram and (free_vram is None or vram <= free_vram):
+            if ram <= free_ram and (free_vram is None or not vram or vram <= free_vram):
                 break
             if h.pinned or k in busy:
                 continue
@@ -105,7 +110,7 @@ class MemoryLedger:
             free_ram += h.ram
             if free_vram is not None:
                 free_vram += h.vram
-        fits = ram <= free_ram and (free_vram is None or vram <= free_vram)
+        fits = ram <= free_ram and (free_vram is None or not vram or vram <= free_vram)
         holders = ", ".join(f"{k[0]}{' (embed)' if k[1] else ''} {mib(h.ram + h.vram)}"
                             for k, h in held.items())
         detail = f"{what}; {free}" + (f" (held by {holders})" if holders else "")

@@ -344,6 +344,9 @@ def _plan(args: argparse.Namespace) -> int:
     print(f"ram_budget {mib(plan['ram_budget'])}"
           + (f", vram_budget {mib(vram)}" if vram is not None else "")
           + "; this llama.cpp build " + ("can offload to a GPU" if plan["gpu_offload"] else "is CPU-only"))
+    if plan["gpu_process_cost"]:
+        print(f"per-process GPU cost {mib(plan['gpu_process_cost'])} (CUDA context and workspace), "
+              "counted once" + (" against vram_budget" if vram is not None else ""))
     rows = []
     for r in plan["models"]:
         flash = "on" if r["flash_attn"] else "off"

@@ -12,6 +12,9 @@ layers):
   layer's activations, whichever is largest (see estimate_memory).
 A stated margin covers what the formula leaves out (CPU repacking of some quantized weights,
 allocator alignment).
+
+A process that uses a GPU also holds memory there that belongs to no model (GPU_PROCESS_COST):
+admission counts it once against the VRAM budget, not once per model.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from zeta_local.gguf_info import GGUFInfo, SkippedArray
 # measured the parts match llama.cpp's buffers to the MiB, so the margin is the whole error
 # there: 4 % keeps it where it was and each model's VRAM within 5 % of its CUDA buffers.
 MARGIN = 0.04
+# What a process holds on the GPU beside its models, measured with NVML on an H200 (CUDA 13,
+# llama-cpp-python 0.3.36): the CUDA context, still held after every model is unloaded, and
+# the workspace of cuBLAS and ggml's CUDA memory pool after a full micro-batch.
+GPU_CONTEXT = 586 * 2**20
+GPU_WORKSPACE = 200 * 2**20  # about
+GPU_PROCESS_COST = GPU_CONTEXT + GPU_WORKSPACE
 _F32, _F16 = 4, 2
 _CACHE_TYPE_BYTES = {"f16": 2, "q8_0": 34 / 32, "f32": 4}
 _EMBEDDING_SEQUENCES = 256  # llama-cpp-python sizes an embedding context for this many texts

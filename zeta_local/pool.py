@@ -18,7 +18,7 @@ from zeta_local.breaker import CircuitBreaker
 from zeta_local.config import Config
 from zeta_local.errors import InvalidModelFile, InvalidRequest, ModelFileMissing
 from zeta_local.gguf_info import read_gguf_info
-from zeta_local.memory import MemoryEstimate, estimate_for, estimate_memory, flash_attn_on
+from zeta_local.memory import GPU_PROCESS_COST, MemoryEstimate, estimate_for, estimate_memory, flash_attn_on
 from zeta_local.results import OK, OUT_OF_MEMORY, ModelStatus
 from zeta_local.sources import find_model_file
 from zeta_local.watchdog import Watchdog
@@ -45,7 +45,8 @@ class ModelPool:
         self.estimates: dict[Key, MemoryEstimate] = {}
         self._gpu = gpu_offload_supported()
         self.ledger = MemoryLedger(*memory_budgets(settings.ram_budget, settings.vram_budget,
-                                                   settings.memory_headroom, self._gpu))
+                                                   settings.memory_headroom, self._gpu),
+                                   process_vram=GPU_PROCESS_COST if self._gpu else 0)
         self._headers: dict[Key, Any] = {}  # GGUFInfo of each model seen
         self.gpu_layers: dict[Key, int] = {}  # partial offloads chosen by admission
         self._admission_lock = threading.Lock()
