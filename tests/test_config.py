@@ -186,3 +186,24 @@ def test_named_config_that_does_not_exist_is_an_error(tmp_path: Path, monkeypatc
     monkeypatch.setenv("ZETA_CONFIG", os.fspath(tmp_path / "nope.toml"))
     with pytest.raises(ConfigError, match="ZETA_CONFIG"):
         find_config()
+
+
+def test_flash_attn_in_router_and_per_model(tmp_path: Path):
+    """flash_attn defaults to "auto"; [router] sets every model's, and a model's table its own."""
+    assert load_config(write(tmp_path, GOOD)).models["a"].flash_attn == "auto"
+    text = GOOD.replace("max_tokens = 32", "flash_attn = false").replace(
+        'embed = ["a"]', 'embed = ["a"]\n\n[models.b]\npath = "b.gguf"\nflash_attn = true\n'
+                         '\n[models.c]\npath = "c.gguf"\nflash_attn = "auto"')
+    config = load_config(write(tmp_path, text))
+    assert config.router.flash_attn is False and config.models["a"].flash_attn is False
+    assert config.models["b"].flash_attn is True and config.models["c"].flash_attn == "auto"
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ("max_tokens = 32", 'flash_attn = "on"', '[router] flash_attn: must be "auto", true or false, got \'on\''),
+    ('path = "a.gguf"', 'path = "a.gguf"\nflash_attn = 1', "[models.a] flash_attn: must be a string or true or false"),
+    ('path = "a.gguf"', 'path = "a.gguf"\nflash_atn = true', "[models.a] flash_atn: unknown key; did you mean 'flash_attn'?"),
+])
+def test_bad_flash_attn_names_the_key(tmp_path: Path, old: str, new: str, fragment: str):
+    """A flash_attn that is not "auto", true or false is an error naming file, table and key."""
+    assert fragment in config_error(tmp_path, GOOD.replace(old, new, 1))

@@ -20,7 +20,7 @@ from zeta_local.backend import LlamaCppBackend
 from zeta_local.config import ModelSpec, load_config
 from zeta_local.gguf_info import read_gguf_info
 from zeta_local.inventory import plan_models
-from zeta_local.memory import EMBED_BATCH, MemoryEstimate, estimate_for, weights_part, without_weights
+from zeta_local.memory import EMBED_BATCH, MARGIN, MemoryEstimate, estimate_for, weights_part, without_weights
 from zeta_local.sampling import SamplingParams
 
 MiB = 2**20
@@ -276,7 +276,7 @@ def test_embedding_faults_with_the_generation_context_loaded(write_config: Calla
 def estimate(weights: int, own: int, vram: int = 0) -> MemoryEstimate:
     """A crafted estimate: `weights` bytes of weights (on the GPU when vram), `own` of the rest."""
     return MemoryEstimate(n_ctx=512, weights_gpu=weights if vram else 0, weights_cpu=0 if vram else weights,
-                          kv_cache=own, output=0, compute=0, margin=int((weights + own) * 0.05), vram=vram)
+                          kv_cache=own, output=0, compute=0, margin=int((weights + own) * MARGIN), vram=vram)
 
 
 def test_weights_part_and_the_rest_add_up():
@@ -286,7 +286,7 @@ def test_weights_part_and_the_rest_add_up():
         ram, vram = weights_part(e)
         assert rest.weights_cpu == rest.weights_gpu == 0
         assert (rest.ram + ram, rest.vram + vram) == (e.ram, e.vram)
-        assert ram + vram == 100 * MiB + int(100 * MiB * 0.05)
+        assert ram + vram == 100 * MiB + int(100 * MiB * MARGIN)
 
 
 def test_ledger_counts_a_models_weights_once():
@@ -297,7 +297,8 @@ def test_ledger_counts_a_models_weights_once():
     ledger.take(("m", False), gen, pinned=False)
     admission = ledger.consider(("m", True), emb, busy=set())
     assert admission.fits and not admission.evict
-    assert "needs 10.5 MiB of RAM beside the weights its other context holds" in admission.detail
+    own = 10 * (1 + MARGIN)  # its own buffers and their share of the margin
+    assert f"needs {own:.1f} MiB of RAM beside the weights its other context holds" in admission.detail
     ledger.take(("m", True), emb, pinned=False)
     assert footprint(ledger.held()) == (gen.total + without_weights(emb).total, 0)
     ledger.release(("m", False))

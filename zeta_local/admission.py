@@ -83,8 +83,11 @@ class Admission:
 
 
 class MemoryLedger:
-    def __init__(self, ram_budget: int, vram_budget: int | None):
+    def __init__(self, ram_budget: int, vram_budget: int | None, process_vram: int = 0):
         self.ram_budget, self.vram_budget = ram_budget, vram_budget  # None: no GPU budget applies
+        # What the process holds on the GPU beside its models (memory.GPU_PROCESS_COST on a
+        # build that offloads), taken from the VRAM budget once, before any model.
+        self.process_vram = process_vram
         self._held: dict[Key, Holding] = {}
         self._correction: dict[Key, float] = {}
         self._lock = threading.Lock()
@@ -110,18 +113,24 @@ class MemoryLedger:
         with self._lock:
             held = {k: h for k, h in self._held.items() if k != key}
 
-        def fits(others: dict[Key, Holding]) -> bool:
-            ram, vram = footprint(others | {key: new})
-            return ram <= self.ram_budget and (self.vram_budget is None or vram <= self.vram_budget)
-
         used_ram, used_vram = footprint(held)
         all_ram, all_vram = footprint(held | {key: new})
         ram, vram = all_ram - used_ram, all_vram - used_vram
+
+        def fits(others: dict[Key, Holding]) -> bool:
+            # A context that needs no VRAM is never refused for VRAM that others hold.
+            ram_used, vram_used = footprint(others | {key: new})
+            return ram_used <= self.ram_budget and (
+                self.vram_budget is None or not vram or vram_used + self.process_vram <= self.vram_budget)
+
         shared = any(k[0] == key[0] for k in held) and (new.weights_ram or new.weights_vram)
         what = f"needs {mib(ram)} of RAM" + (f" and {mib(vram)} of VRAM" if vram else "") + (
             " beside the weights its other context holds" if shared else "")
         free = f"free: {mib(self.ram_budget - used_ram)} of ram_budget {mib(self.ram_budget)}" + (
-            f", {mib(self.vram_budget - used_vram)} of vram_budget {mib(self.vram_budget)}"
+            f", {mib(self.vram_budget - self.process_vram - used_vram)} of vram_budget "
+            f"{mib(self.vram_budget)}" + (f" ({mib(self.process_vram)} of it kept for this "
+                                          f"process's CUDA context and workspace)"
+                                          if self.process_vram else "")
             if self.vram_budget is not None else "")
         if fits(held):
             return Admission(True, (), f"{what}; {free}")

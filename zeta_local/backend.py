@@ -25,10 +25,11 @@ from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
+from zeta_local.admission import gpu_offload_supported
 from zeta_local.config import ModelSpec
 from zeta_local.errors import ContextOverflow, GenerationError, ModelLoadError, OutOfMemory
 from zeta_local.gguf_info import GGUFInfo
-from zeta_local.memory import EMBED_SEQUENCES, context_length, embedding_context
+from zeta_local.memory import EMBED_SEQUENCES, context_length, embedding_context, flash_attn_on
 from zeta_local.prompt_format import RenderedPrompt, render_chat
 from zeta_local.sampling import SamplingParams
 
@@ -94,6 +95,9 @@ class LlamaCppBackend:
             model_path=str(path), n_ctx=n_ctx, n_batch=min(spec.n_batch, n_ctx),
             n_gpu_layers=spec.n_gpu_layers, n_threads=n_threads, n_threads_batch=n_threads,
             use_mmap=True, verbose=False,
+            # Always said, never left to llama-cpp-python, whose default (False) also switches
+            # off llama.cpp's own "auto": true/false map to LLAMA_FLASH_ATTN_TYPE_ENABLED/DISABLED.
+            flash_attn=flash_attn_on(spec, gpu=gpu_offload_supported()),
         )
         _LAST_ERRORS.lines = []
         _LOADING.cancel = cancel

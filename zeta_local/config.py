@@ -66,6 +66,9 @@ class ModelSpec:
     top_p: float | None = None
     top_k: int | None = None
     repeat_penalty: float | None = None
+    # "auto" (on when some layers are on a GPU), True or False; a table without the key takes
+    # [router] flash_attn.
+    flash_attn: bool | str = "auto"
 
     @property
     def source(self) -> str:
@@ -106,6 +109,7 @@ class RouterSettings:
     ram_budget: int | None = None
     vram_budget: int | None = None
     memory_headroom: int = 1 << 30
+    flash_attn: bool | str = "auto"  # every model's, unless its table says otherwise
 
 
 @dataclass(frozen=True)
@@ -220,12 +224,13 @@ def _positive(value: float) -> str | None:
 MODEL_BUDGET_KEYS = ("load_timeout_s", "first_token_timeout_s", "stall_timeout_s")
 _MODEL_KEYS = ("path", "hf_repo", "hf_file", "hf_revision", "package", "sha256", "description",
                "n_ctx", "n_batch", "n_gpu_layers", "chat_format", "capabilities", "pinned",
-               "keep_alive_s", "allow_partial_offload") + MODEL_BUDGET_KEYS + MODEL_SAMPLING_KEYS
+               "keep_alive_s", "allow_partial_offload", "flash_attn") + MODEL_BUDGET_KEYS + \
+    MODEL_SAMPLING_KEYS
 _ROUTER_SECONDS = ("load_timeout_s", "first_token_timeout_s", "first_token_s_per_1k_tokens",
                    "stall_timeout_s", "deadline_s", "cancel_grace_s", "fail_window_s", "cooldown_s")
 _ROUTER_SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed")
 _ROUTER_KEYS = _ROUTER_SAMPLING + ("n_threads",) + _ROUTER_SECONDS + (
-    "queue_size", "allowed_fails", "ram_budget", "vram_budget", "memory_headroom")
+    "queue_size", "allowed_fails", "ram_budget", "vram_budget", "memory_headroom", "flash_attn")
 
 
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:
@@ -236,7 +241,7 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
     top.done(("models", "routes", "router"))
     if not models_data:
         top.fail("models", "declare at least one [models.NAME] table")
-    models = {name: _parse_model(file, name, table) for name, table in models_data.items()}
+    models = {name: _parse_model(file, name, table, router) for name, table in models_data.items()}
     if routes_data is None:
         top.fail("routes", f"missing; add a [routes] table with a chain for each of {', '.join(TASKS)}")
     routes, strict = _parse_routes(_Table(file, "routes", routes_data), models)
@@ -254,6 +259,7 @@ def _parse_router(t: _Table) -> RouterSettings:
         ram_budget=_size(t, "ram_budget", allow_auto=True),
         vram_budget=_size(t, "vram_budget", allow_auto=True),
         memory_headroom=_size(t, "memory_headroom", allow_auto=False) or d.memory_headroom,
+        flash_attn=_flash_attn(t, d.flash_attn),
     )
     t.done(_ROUTER_KEYS)
     return settings
@@ -281,7 +287,12 @@ def _size(t: _Table, key: str, *, allow_auto: bool) -> int | None:
         raise  # unreachable: fail() raises
 
 
-def _parse_model(file: Path, name: str, data: Any) -> ModelSpec:
+def _flash_attn(t: _Table, default: bool | str) -> bool | str:
+    return t.take("flash_attn", (str, bool), default,
+                  lambda v: None if v == "auto" or isinstance(v, bool) else 'must be "auto", true or false')
+
+
+def _parse_model(file: Path, name: str, data: Any, router: RouterSettings) -> ModelSpec:
     t = _Table(file, f"models.{name}", data)
     if not _NAME.match(name):
         t.fail(None, "model names may use letters, digits, '.', '_' and '-' only")
@@ -318,6 +329,7 @@ def _parse_model(file: Path, name: str, data: Any) -> ModelSpec:
         keep_alive_s=_float_or_none(t.take("keep_alive_s", (int, float), None, _positive)),
         allow_partial_offload=t.take("allow_partial_offload", bool, False),
         **{key: _sampling(t, key, None) for key in MODEL_SAMPLING_KEYS},
+        flash_attn=_flash_attn(t, router.flash_attn),
     )
     t.done(_MODEL_KEYS)
     sources = [s for s, v in (("path", path), ("hf_repo", hf_repo), ("package", package)) if v]
