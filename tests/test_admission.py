@@ -13,6 +13,7 @@ import pytest
 from conftest import GPU_BUILD
 from zeta_local import ConfigError, FallbackExhausted, ZetaDynamicRouter
 from zeta_local.admission import OOM_CORRECTION, parse_size
+from zeta_local.memory import GPU_PROCESS_COST
 
 SMALL = {"n_ctx": 1024}  # a tiny model then needs about 12 MiB
 # The tests of the RAM budget keep their models on the CPU, on every build: on a CUDA build a
@@ -165,21 +166,26 @@ def test_out_of_memory_corrects_the_estimate_upward(write_config: Callable[..., 
 def test_partial_offload_before_skipping(write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
                                          partial: bool):
     """Under a VRAM budget too small for full offload, allow_partial_offload puts fewer layers
-    on the GPU instead of skipping the model. (A GPU build is simulated: this CPU build ignores
-    n_gpu_layers when loading, which is what lets the test run here.)"""
+    on the GPU instead of skipping the model; the process's own GPU cost comes off the budget
+    first, leaving 3 MiB for a model that needs 3.2 MiB with every layer offloaded (and flash
+    attention on). (A GPU build is simulated: this CPU build ignores n_gpu_layers when loading,
+    which is what lets the test run here.)"""
     monkeypatch.setattr("zeta_local.pool.gpu_offload_supported", lambda: True)
     path = write_config({"a": {"model": "tiny-a", "allow_partial_offload": partial} | SMALL,
                          "b": {"model": "tiny-b", "n_gpu_layers": 0} | SMALL},
-                        router={"vram_budget": "5MiB", "ram_budget": "1GiB"})
+                        router={"vram_budget": "789MiB", "ram_budget": "1GiB"})
     with ZetaDynamicRouter.from_toml(path) as router:
-        assert router._pool.estimates == {} and router._pool.ledger.vram_budget == 5 * 2**20
+        assert router._pool.estimates == {} and router._pool.ledger.vram_budget == 789 * 2**20
+        assert router._pool.ledger.process_vram == GPU_PROCESS_COST == 786 * 2**20
         result = router.generate("x", task="chat")
         if partial:
             assert result.model == "a" and router._pool.gpu_layers[("a", False)] < 2
-            assert router._pool.estimates[("a", False)].vram <= 5 * 2**20
+            assert router._pool.estimates[("a", False)].vram <= 3 * 2**20
         else:
             assert [(a.model, a.outcome) for a in result.attempts][0] == ("a", "does_not_fit")
-            assert "of VRAM" in result.attempts[0].detail and "5.0 MiB of vram_budget 5.0 MiB" in result.attempts[0].detail
+            assert "of VRAM" in result.attempts[0].detail
+            assert "3.0 MiB of vram_budget 789.0 MiB (786.0 MiB of it kept for this process's CUDA " \
+                   "context and workspace)" in result.attempts[0].detail
             assert result.model == "b"
 
 

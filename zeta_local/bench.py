@@ -271,7 +271,8 @@ def captured_llama_log() -> Iterator[list[str]]:
         logger.propagate = saved[1]
 
 
-def measure_allocation(path: Path, n_ctx: int, embedding: bool = False) -> tuple[int, int]:
+def measure_allocation(path: Path, n_ctx: int, embedding: bool = False,
+                       flash_attn: bool = False) -> tuple[int, int]:
     """Load the model, evaluate about one full micro-batch, and return (bytes llama.cpp reports
     allocating, growth of this process's resident memory)."""
     import psutil
@@ -285,8 +286,8 @@ def measure_allocation(path: Path, n_ctx: int, embedding: bool = False) -> tuple
 
     rss = psutil.Process().memory_info().rss
     with captured_llama_log() as lines:
-        model = LlamaCppBackend().load(ModelSpec(name=path.stem, capabilities=frozenset(), n_ctx=n_ctx),
-                                       path, read_gguf_info(path), embedding=embedding,
+        spec = ModelSpec(name=path.stem, capabilities=frozenset(), n_ctx=n_ctx, flash_attn=flash_attn)
+        model = LlamaCppBackend().load(spec, path, read_gguf_info(path), embedding=embedding,
                                        n_threads=os.cpu_count() or 1)
         params = SamplingParams(max_tokens=1, temperature=0.0, top_p=1.0, top_k=1, repeat_penalty=1.0, seed=1)
         words = 600

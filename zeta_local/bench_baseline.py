@@ -97,8 +97,7 @@ class RecordingBackend:
 
         model = self._inner.load(spec, path, info, **options)
         if not options.get("embedding"):
-            self.kwargs[spec.name] = llama_kwargs(spec, path, info, embedding=False,
-                                                  n_threads=options["n_threads"])
+            self.kwargs[spec.name] = llama_kwargs(spec, path, info, n_threads=options["n_threads"])
             self.models[spec.name] = model
             generate = model.generate
 

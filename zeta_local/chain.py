@@ -27,7 +27,7 @@ from zeta_local.results import (CANCELLED, CONTEXT_OVERFLOW, COOLING_DOWN, DEADL
                                 QUEUE_FULL, STALLED, TIMEOUT_FIRST_TOKEN, TIMEOUT_LOAD, Attempt, Done,
                                 EmbeddingResult, Fallback, GenerationResult, RouteDecision,
                                 StreamEvent, TextChunk, Usage)
-from zeta_local.sampling import SamplingParams
+from zeta_local.sampling import SamplingOverrides
 from zeta_local.watchdog import resolve_budgets
 from zeta_local.worker import QUEUED, Job
 
@@ -63,16 +63,19 @@ class ChainWalker:
         self._breaker = breaker
 
     def generate(self, prompt: str | None, messages: list[dict[str, str]] | None,
-                 params: SamplingParams, decision: RouteDecision, budgets: dict[str, Any],
+                 sampling: SamplingOverrides, decision: RouteDecision, budgets: dict[str, Any],
                  cancel: CancelToken | None) -> Iterator[StreamEvent]:
         """The stream of one generation request; a model that fails mid-answer is followed by
-        the next one continuing from the text so far."""
+        the next one continuing from the text so far. Each attempt is sampled with what the
+        caller set, else its own model's defaults, else [router]'s."""
         deadline_at = time.monotonic() + (budgets.get("deadline_s") or self.config.router.deadline_s)
         attempts: list[Attempt] = []
         text_so_far = ""
         remaining = list(decision.chain)
         while remaining:
             name = remaining.pop(0)
+            params = sampling.for_model(self.config.router, self.config.models[name])
+            log.debug("%s: sampling with %s", name, params)
             job = Job(model=name, prompt=prompt, messages=messages, params=params, prefix=text_so_far)
             started = time.monotonic()
             produced: list[str] = []

@@ -241,9 +241,10 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([asdict(r) for r in rows])
         return 0
-    _print_table(("NAME", "STATE", "MEMORY", "QUEUE", "SERVED", "FAILED", "DETAIL"),
+    _print_table(("NAME", "STATE", "MEMORY", "FLASH_ATTN", "QUEUE", "SERVED", "FAILED", "DETAIL"),
                  [(r.name, r.state, mib(r.memory_bytes) if r.memory_bytes else "-",
-                   str(r.queue_length), str(r.served), str(r.failed), r.detail) for r in rows])
+                   "on" if r.flash_attn else "off", str(r.queue_length), str(r.served), str(r.failed),
+                   r.detail) for r in rows])
     return 0
 
 
@@ -345,19 +346,25 @@ def _plan(args: argparse.Namespace) -> int:
     print(f"ram_budget {mib(plan['ram_budget'])}"
           + (f", vram_budget {mib(vram)}" if vram is not None else "")
           + "; this llama.cpp build " + ("can offload to a GPU" if plan["gpu_offload"] else "is CPU-only"))
+    if plan["gpu_process_cost"]:
+        print(f"per-process GPU cost {mib(plan['gpu_process_cost'])} (CUDA context and workspace), "
+              "counted once" + (" against vram_budget" if vram is not None else ""))
     rows = []
     for r in plan["models"]:
+        flash = "on" if r["flash_attn"] else "off"
         for purpose in ("generate", "embed"):
             e = r[purpose]
             if e is not None:
-                rows.append((r["name"], purpose, str(e["n_ctx"]), *(mib(e[part]) for part in (
-                    "weights_cpu", "weights_gpu", "kv_cache", "output", "compute", "margin", "total")),
-                             "yes" if r["fits"] else "no"))
+                weights = ("shared",) * 2 if e["shares_weights"] else \
+                    (mib(e["weights_cpu"]), mib(e["weights_gpu"]))
+                rows.append((r["name"], purpose, str(e["n_ctx"]), flash, *weights, *(mib(e[part]) for part in (
+                    "kv_cache", "output", "compute", "margin", "total")),
+                             mib(e["vram"]) if e["vram"] else "-", "yes" if r["fits"] else "no"))
         if r["generate"] is None and r["embed"] is None:
-            rows.append((r["name"], "-", "-", "-", "-", "-", "-", "-", "-", "-",
+            rows.append((r["name"], "-", "-", flash, "-", "-", "-", "-", "-", "-", "-", "-",
                          f"file {r['file']}"))
-    _print_table(("NAME", "CONTEXT", "N_CTX", "WEIGHTS CPU", "WEIGHTS GPU", "KV", "OUTPUT",
-                  "COMPUTE", "MARGIN", "TOTAL", "FITS"), rows)
+    _print_table(("NAME", "CONTEXT", "N_CTX", "FLASH_ATTN", "WEIGHTS CPU", "WEIGHTS GPU", "KV", "OUTPUT",
+                  "COMPUTE", "MARGIN", "TOTAL", "VRAM", "FITS"), rows)
     return 0
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 from zeta_local.errors import ConfigError
 from zeta_local.prompt_format import CHAT_FORMATS
+from zeta_local.sampling import INTEGER_SAMPLING_KEYS, MODEL_SAMPLING_KEYS, sampling_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,6 +60,15 @@ class ModelSpec:
     pinned: bool = False  # never evicted to make room for another model
     keep_alive_s: float | None = None  # unloaded after this long idle; None = kept loaded
     allow_partial_offload: bool = False  # put fewer layers on the GPU rather than skip the model
+    # Sampling defaults, as the model's authors recommend; None = the [router] value. A value
+    # given with the request wins over both.
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repeat_penalty: float | None = None
+    # "auto" (on when some layers are on a GPU), True or False; a table without the key takes
+    # [router] flash_attn.
+    flash_attn: bool | str = "auto"
 
     @property
     def source(self) -> str:
@@ -72,13 +82,15 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class RouterSettings:
-    """`[router]`: defaults for every request, overridable per call."""
+    """`[router]`: defaults for every request, overridable per model and per call."""
 
     max_tokens: int = 512
     temperature: float = 0.3
     top_p: float = 0.95
     top_k: int = 40
-    repeat_penalty: float = 1.1
+    # llama.cpp's own default. Any other value makes its penalty sampler visit every entry of
+    # the vocabulary for every token (README: "What a repetition penalty costs").
+    repeat_penalty: float = 1.0
     seed: int | None = None  # None: a fresh random seed per request
     n_threads: int | None = None  # None: one per physical core
     # Watchdog budgets, in seconds (see watchdog.py). Per model and per call overridable.
@@ -97,6 +109,7 @@ class RouterSettings:
     ram_budget: int | None = None
     vram_budget: int | None = None
     memory_headroom: int = 1 << 30
+    flash_attn: bool | str = "auto"  # every model's, unless its table says otherwise
 
 
 @dataclass(frozen=True)
@@ -208,19 +221,16 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else "must be > 0"
 
 
-def _non_negative(value: float) -> str | None:
-    return None if value >= 0 else "must be >= 0"
-
-
 MODEL_BUDGET_KEYS = ("load_timeout_s", "first_token_timeout_s", "stall_timeout_s")
 _MODEL_KEYS = ("path", "hf_repo", "hf_file", "hf_revision", "package", "sha256", "description",
                "n_ctx", "n_batch", "n_gpu_layers", "chat_format", "capabilities", "pinned",
-               "keep_alive_s", "allow_partial_offload") + MODEL_BUDGET_KEYS
+               "keep_alive_s", "allow_partial_offload", "flash_attn") + MODEL_BUDGET_KEYS + \
+    MODEL_SAMPLING_KEYS
 _ROUTER_SECONDS = ("load_timeout_s", "first_token_timeout_s", "first_token_s_per_1k_tokens",
                    "stall_timeout_s", "deadline_s", "cancel_grace_s", "fail_window_s", "cooldown_s")
-_ROUTER_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed",
-                "n_threads") + _ROUTER_SECONDS + ("queue_size", "allowed_fails", "ram_budget",
-                                                  "vram_budget", "memory_headroom")
+_ROUTER_SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed")
+_ROUTER_KEYS = _ROUTER_SAMPLING + ("n_threads",) + _ROUTER_SECONDS + (
+    "queue_size", "allowed_fails", "ram_budget", "vram_budget", "memory_headroom", "flash_attn")
 
 
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:
@@ -231,7 +241,7 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
     top.done(("models", "routes", "router"))
     if not models_data:
         top.fail("models", "declare at least one [models.NAME] table")
-    models = {name: _parse_model(file, name, table) for name, table in models_data.items()}
+    models = {name: _parse_model(file, name, table, router) for name, table in models_data.items()}
     if routes_data is None:
         top.fail("routes", f"missing; add a [routes] table with a chain for each of {', '.join(TASKS)}")
     routes, strict = _parse_routes(_Table(file, "routes", routes_data), models)
@@ -241,13 +251,7 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
 def _parse_router(t: _Table) -> RouterSettings:
     d = RouterSettings()
     settings = RouterSettings(
-        max_tokens=t.take("max_tokens", int, d.max_tokens, _positive),
-        temperature=float(t.take("temperature", (int, float), d.temperature, _non_negative)),
-        top_p=float(t.take("top_p", (int, float), d.top_p,
-                           lambda v: None if 0 < v <= 1 else "must be in (0, 1]")),
-        top_k=t.take("top_k", int, d.top_k, _non_negative),
-        repeat_penalty=float(t.take("repeat_penalty", (int, float), d.repeat_penalty, _positive)),
-        seed=t.take("seed", int, d.seed, _non_negative),
+        **{key: _sampling(t, key, getattr(d, key)) for key in _ROUTER_SAMPLING},
         n_threads=t.take("n_threads", int, d.n_threads, _positive),
         queue_size=t.take("queue_size", int, d.queue_size, _positive),
         allowed_fails=t.take("allowed_fails", int, d.allowed_fails, _positive),
@@ -255,9 +259,18 @@ def _parse_router(t: _Table) -> RouterSettings:
         ram_budget=_size(t, "ram_budget", allow_auto=True),
         vram_budget=_size(t, "vram_budget", allow_auto=True),
         memory_headroom=_size(t, "memory_headroom", allow_auto=False) or d.memory_headroom,
+        flash_attn=_flash_attn(t, d.flash_attn),
     )
     t.done(_ROUTER_KEYS)
     return settings
+
+
+def _sampling(t: _Table, key: str, default: Any) -> Any:
+    """A sampling key, held to the same bounds as a request's value (sampling.sampling_problem)."""
+    integral = key in INTEGER_SAMPLING_KEYS
+    value = t.take(key, int if integral else (int, float), default,
+                   lambda v: sampling_problem(key, v))
+    return value if value is None or integral else float(value)
 
 
 def _size(t: _Table, key: str, *, allow_auto: bool) -> int | None:
@@ -274,7 +287,12 @@ def _size(t: _Table, key: str, *, allow_auto: bool) -> int | None:
         raise  # unreachable: fail() raises
 
 
-def _parse_model(file: Path, name: str, data: Any) -> ModelSpec:
+def _flash_attn(t: _Table, default: bool | str) -> bool | str:
+    return t.take("flash_attn", (str, bool), default,
+                  lambda v: None if v == "auto" or isinstance(v, bool) else 'must be "auto", true or false')
+
+
+def _parse_model(file: Path, name: str, data: Any, router: RouterSettings) -> ModelSpec:
     t = _Table(file, f"models.{name}", data)
     if not _NAME.match(name):
         t.fail(None, "model names may use letters, digits, '.', '_' and '-' only")
@@ -310,6 +328,8 @@ def _parse_model(file: Path, name: str, data: Any) -> ModelSpec:
         pinned=t.take("pinned", bool, False),
         keep_alive_s=_float_or_none(t.take("keep_alive_s", (int, float), None, _positive)),
         allow_partial_offload=t.take("allow_partial_offload", bool, False),
+        **{key: _sampling(t, key, None) for key in MODEL_SAMPLING_KEYS},
+        flash_attn=_flash_attn(t, router.flash_attn),
     )
     t.done(_MODEL_KEYS)
     sources = [s for s, v in (("path", path), ("hf_repo", hf_repo), ("package", package)) if v]

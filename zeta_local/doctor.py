@@ -14,7 +14,7 @@ from zeta_local.admission import gpu_offload_supported, memory_budgets, mib
 from zeta_local.config import TASK_CAPABILITY, Config
 from zeta_local.errors import InvalidModelFile, ModelFileMissing
 from zeta_local.gguf_info import read_gguf_info
-from zeta_local.memory import context_length, estimate_for
+from zeta_local.memory import GPU_PROCESS_COST, context_length, estimate_for, flash_attn_on
 from zeta_local.sources import find_model_file
 
 
@@ -38,7 +38,9 @@ def run_doctor(config: Config) -> tuple[str, bool]:
         f"CPU features: {llama_cpp.llama_print_system_info().decode('utf-8', 'replace').strip()}",
         f"RAM: {mib(memory.total)} total, {mib(memory.available)} available; ram_budget "
         + (mib(ram_budget) + (" (auto)" if settings.ram_budget is None else "")),
-        "VRAM budget: " + (mib(vram_budget) if vram_budget is not None else "none (no GPU build, or not measurable)"),
+        "VRAM budget: " + (mib(vram_budget) if vram_budget is not None else "none (no GPU build, or not measurable)")
+        + (f"; {mib(GPU_PROCESS_COST)} of it for this process's CUDA context and workspace, counted once"
+           if gpu and vram_budget is not None else ""),
         f"config: {config.path}",
         "",
         "models:",
@@ -80,8 +82,10 @@ def _check_model(spec: Any, ram_budget: int, vram_budget: int | None, gpu: bool)
         facts += ", sha256 matches"
     estimate = estimate_for(spec, info, gpu=gpu)
     n_ctx = context_length(spec.n_ctx, info)
-    if estimate.ram > ram_budget or (vram_budget is not None and estimate.vram > vram_budget):
+    flash = f"flash attention {'on' if flash_attn_on(spec, gpu=gpu) else 'off'}"
+    process_vram = GPU_PROCESS_COST if gpu else 0
+    if estimate.ram > ram_budget or (vram_budget is not None and estimate.vram + process_vram > vram_budget):
         return "too_big", (f"needs {mib(estimate.ram)} of RAM" + (f" and {mib(estimate.vram)} of VRAM"
                                                                   if estimate.vram else "")
-                           + f" at n_ctx {n_ctx}, over the budget; {facts}")
-    return "ok", f"{facts}; needs {mib(estimate.total)} at n_ctx {n_ctx}"
+                           + f" at n_ctx {n_ctx}, {flash}, over the budget; {facts}")
+    return "ok", f"{facts}; needs {mib(estimate.total)} at n_ctx {n_ctx}, {flash}"

@@ -6,7 +6,8 @@ Used by the tests, the benchmarks, and people who want to see a fallback happen:
 
 Kinds:
     fail_load        the load is refused
-    hang_load        the load blocks inside llama.cpp's loader until cancelled
+    hang_load        the load blocks inside llama.cpp's loader until cancelled (for a context
+                     made on weights its other context loaded, in the same load-progress check)
     oom_load         the load fails to allocate
     hang_prefill     prompt evaluation blocks inside llama_decode until cancelled
     stall_after:N    after N pieces of text, the next decode blocks until cancelled
@@ -96,7 +97,7 @@ class FaultInjectingBackend:
 
 
 class _FaultyModel:
-    """The real loaded model, with a fault on its generation path."""
+    """The real loaded context (generation or embedding), with a fault on its path."""
 
     def __init__(self, inner: LoadedModel, fault: Fault):
         self.inner, self.fault = inner, fault

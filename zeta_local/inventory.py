@@ -41,19 +41,23 @@ def describe_models(config: Config) -> list[dict[str, Any]]:
 
 def plan_models(config: Config) -> dict[str, Any]:
     """The memory each model will take, by part, predicted from its GGUF header, and whether it
-    fits the budgets now (both of its contexts at once). Loads nothing; a package not yet
+    fits the budgets now (both of its contexts at once, beside the process's own GPU cost on a
+    build that offloads). A model that serves both loads its weights once: its embedding
+    context's row counts no weights (`shares_weights`). Loads nothing; a package not yet
     assembled, or a missing file, has no header to predict from."""
     from zeta_local.admission import gpu_offload_supported, memory_budgets
-    from zeta_local.memory import estimate_for
+    from zeta_local.memory import GPU_PROCESS_COST, estimate_for, flash_attn_on, without_weights
 
     settings = config.router
     gpu = gpu_offload_supported()
     ram_budget, vram_budget = memory_budgets(settings.ram_budget, settings.vram_budget,
                                               settings.memory_headroom, gpu)
+    process_vram = GPU_PROCESS_COST if gpu else 0
     rows = []
     for row in describe_models(config):
         spec = config.models[row["name"]]
         plan: dict[str, Any] = {"name": row["name"], "file": row["file"], "problem": row["problem"],
+                                "flash_attn": flash_attn_on(spec, gpu=gpu),
                                 "generate": None, "embed": None, "fits": None}
         if row["path"] is not None and row["file"] == "present":
             info = read_gguf_info(row["path"])
@@ -61,8 +65,12 @@ def plan_models(config: Config) -> dict[str, Any]:
             for purpose in ("generate", "embed"):
                 if purpose in spec.capabilities:
                     estimate = estimate_for(spec, info, gpu=gpu, embedding=purpose == "embed")
-                    plan[purpose] = estimate.to_dict()
+                    shares = purpose == "embed" and "generate" in spec.capabilities
+                    if shares:
+                        estimate = without_weights(estimate)
+                    plan[purpose] = estimate.to_dict() | {"shares_weights": shares}
                     ram, vram = ram + estimate.ram, vram + estimate.vram
-            plan["fits"] = ram <= ram_budget and (vram_budget is None or vram <= vram_budget)
+            plan["fits"] = ram <= ram_budget and (vram_budget is None or vram + process_vram <= vram_budget)
         rows.append(plan)
-    return {"ram_budget": ram_budget, "vram_budget": vram_budget, "gpu_offload": gpu, "models": rows}
+    return {"ram_budget": ram_budget, "vram_budget": vram_budget, "gpu_offload": gpu,
+            "gpu_process_cost": process_vram, "models": rows}

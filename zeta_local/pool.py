@@ -12,13 +12,13 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from zeta_local.admission import Admission, MemoryLedger, gpu_offload_supported, memory_budgets
+from zeta_local.admission import Admission, MemoryLedger, footprint, gpu_offload_supported, memory_budgets
 from zeta_local.backend import Backend, LoadedModel
 from zeta_local.breaker import CircuitBreaker
 from zeta_local.config import Config
 from zeta_local.errors import InvalidModelFile, InvalidRequest, ModelFileMissing
 from zeta_local.gguf_info import read_gguf_info
-from zeta_local.memory import MemoryEstimate, estimate_for, estimate_memory
+from zeta_local.memory import GPU_PROCESS_COST, MemoryEstimate, estimate_for, estimate_memory, flash_attn_on
 from zeta_local.results import OK, OUT_OF_MEMORY, ModelStatus
 from zeta_local.sources import find_model_file
 from zeta_local.watchdog import Watchdog
@@ -26,7 +26,9 @@ from zeta_local.worker import ModelWorker
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, bool]  # (model name, embedding): a model's generation and embedding contexts differ
+# (model name, embedding): a model's generation and embedding contexts have a worker each; they
+# share the model's weights (one llama_model in the backend, counted once by the ledger).
+Key = tuple[str, bool]
 
 
 class ModelPool:
@@ -45,7 +47,8 @@ class ModelPool:
         self.estimates: dict[Key, MemoryEstimate] = {}
         self._gpu = gpu_offload_supported()
         self.ledger = MemoryLedger(*memory_budgets(settings.ram_budget, settings.vram_budget,
-                                                   settings.memory_headroom, self._gpu))
+                                                   settings.memory_headroom, self._gpu),
+                                   process_vram=GPU_PROCESS_COST if self._gpu else 0)
         self._headers: dict[Key, Any] = {}  # GGUFInfo of each model seen
         self.gpu_layers: dict[Key, int] = {}  # partial offloads chosen by admission
         self._admission_lock = threading.Lock()
@@ -171,9 +174,10 @@ class ModelPool:
         layers = info.arch_value("block_count")
         if not (self._gpu and estimate.vram and isinstance(layers, int)):
             return None
+        spec = self.config.models[key[0]]
         for on_gpu in range(layers - 1, -1, -1):
-            partial = estimate_memory(info, n_ctx=estimate.n_ctx, n_gpu_layers=on_gpu,
-                                      embedding=key[1])
+            partial = estimate_memory(info, n_ctx=estimate.n_ctx, n_gpu_layers=on_gpu, embedding=key[1],
+                                      flash_attn=flash_attn_on(replace(spec, n_gpu_layers=on_gpu), gpu=True))
             admission = self.ledger.consider(key, partial, busy)
             if admission.fits:
                 log.info("%s: %d of %d layers on the GPU (allow_partial_offload)", key[0], on_gpu, layers)
@@ -224,9 +228,11 @@ class ModelPool:
                             read_gguf_info(path)
                     except (ModelFileMissing, InvalidModelFile) as exc:
                         state, detail = "unavailable", str(exc)
+            layers = self.gpu_layers.get((name, False), self.gpu_layers.get((name, True), spec.n_gpu_layers))
             rows.append(ModelStatus(name, state, detail, sum(w.queue_length() for w in mine),
                                     sum(w.served for w in mine), sum(w.failed for w in mine),
-                                    sum(h.ram + h.vram for (n, _), h in held.items() if n == name)))
+                                    sum(footprint({k: h for k, h in held.items() if k[0] == name})),
+                                    flash_attn_on(replace(spec, n_gpu_layers=layers), gpu=self._gpu)))
         return rows
 
 

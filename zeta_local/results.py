@@ -145,6 +145,7 @@ class ModelStatus:
     served: int
     failed: int
     memory_bytes: int = 0  # what the ledger says it holds (its estimate), 0 when unloaded
+    flash_attn: bool = False  # whether it runs (or will run) with flash attention
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from zeta_local.pool import ModelPool
 from zeta_local.prompt_format import validate_messages
 from zeta_local.results import (Attempt, Done, EmbeddingResult, GenerationResult, ModelStatus,
                                 RouteDecision, Stream, StreamEvent)
-from zeta_local.sampling import resolve_sampling
+from zeta_local.sampling import SamplingOverrides
 from zeta_local.watchdog import BUDGET_KEYS, check_budget_overrides
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ class ZetaDynamicRouter:
 
         `options`: sampling (max_tokens, temperature, top_p, top_k, repeat_penalty, seed, stop)
         and budgets in seconds (deadline_s, load_timeout_s, first_token_timeout_s,
-        stall_timeout_s), each overriding models.toml for this call."""
+        stall_timeout_s), each overriding models.toml for this call. A sampling key not given
+        takes the answering model's own default, else [router]'s."""
         _check_prompt(prompt)
         return _last(self.stream(prompt, task=task, model=model, cancel=cancel, **options))
 
@@ -137,10 +138,10 @@ class ZetaDynamicRouter:
             decision = self._decide(last_user, task, model)
         budgets = {k: options.pop(k) for k in BUDGET_KEYS if k in options}
         check_budget_overrides(budgets)
-        params = resolve_sampling(self.config.router, options)
+        sampling = SamplingOverrides.from_options(options)
         self._check_open()
         prompt = prompt_or_messages if messages is None else None
-        return Stream(decision, self._chains.generate(prompt, messages, params, decision, budgets,
+        return Stream(decision, self._chains.generate(prompt, messages, sampling, decision, budgets,
                                                       cancel))
 
     def _decide(self, prompt: str, task: str | None, model: str | None) -> RouteDecision:

@@ -1,13 +1,21 @@
-"""Per-request sampling parameters: [router] defaults, overridden per call, checked once."""
+"""Sampling: what a caller set for one request, checked once at the edge, and the parameters of
+each attempt, resolved for the model that makes it.
+
+Per key, the caller's value wins; else the answering model's own default (its [models.NAME]
+table: how its authors say to sample it); else [router]. A request that falls back to another
+model is sampled the way that model wants, except where the caller said otherwise.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
-from zeta_local.config import RouterSettings
 from zeta_local.errors import InvalidRequest
+
+if TYPE_CHECKING:  # config imports this module for its bounds
+    from zeta_local.config import ModelSpec, RouterSettings
 
 MAX_STOP_STRINGS = 16
 
@@ -27,9 +35,13 @@ class SamplingParams:
 
 
 SAMPLING_KEYS = tuple(f.name for f in fields(SamplingParams))
+# What a [models.NAME] table may set for itself; the rest belongs to the request or [router].
+MODEL_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "repeat_penalty")
+INTEGER_SAMPLING_KEYS = ("max_tokens", "top_k", "seed")
 
 # (lower bound, upper bound, whether the lower bound itself is allowed); the upper bounds catch
-# absurd values (a temperature of 1e9) that would only produce noise.
+# absurd values (a temperature of 1e9) that would only produce noise. One rule for models.toml
+# and for requests, so that no default can be what a request may not ask for.
 _BOUNDS: dict[str, tuple[float, float, bool]] = {
     "max_tokens": (0, 1 << 20, False),
     "temperature": (0, 100, True),
@@ -40,33 +52,60 @@ _BOUNDS: dict[str, tuple[float, float, bool]] = {
 }
 
 
-def resolve_sampling(defaults: RouterSettings, overrides: dict[str, Any]) -> SamplingParams:
-    """Merge per-call overrides (None means "use the default") into the [router] defaults."""
-    unknown = sorted(set(overrides) - set(SAMPLING_KEYS))
-    if unknown:
-        raise InvalidRequest(f"unknown sampling parameter(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(SAMPLING_KEYS)}")
-    values: dict[str, Any] = {k: getattr(defaults, k) for k in SAMPLING_KEYS if k != "stop"}
-    values |= {k: v for k, v in overrides.items() if v is not None}
-    for key, (low, high, low_ok) in _BOUNDS.items():
-        value = values[key]
-        if value is None and key == "seed":
-            continue
-        integral = key in ("max_tokens", "top_k", "seed")
-        if isinstance(value, bool) or not isinstance(value, int if integral else (int, float)):
-            raise InvalidRequest(f"{key} must be {'an integer' if integral else 'a number'}, "
-                                 f"got {value!r}")
-        if not math.isfinite(value) or not (value >= low if low_ok else value > low) or value > high:
-            raise InvalidRequest(f"{key} must be {'>=' if low_ok else '>'} {low} and <= {high}, "
-                                 f"got {value!r}")
-    stop = values.get("stop") or ()
-    if isinstance(stop, str):
-        stop = (stop,)
-    if not all(isinstance(s, str) and s for s in stop) or len(stop) > MAX_STOP_STRINGS:
-        raise InvalidRequest(f"stop must be a string or a list of at most {MAX_STOP_STRINGS} "
-                             f"non-empty strings, got {stop!r}")
-    values["stop"] = tuple(stop)
-    values["temperature"] = float(values["temperature"])
-    values["top_p"] = float(values["top_p"])
-    values["repeat_penalty"] = float(values["repeat_penalty"])
-    return SamplingParams(**values)
+def sampling_problem(key: str, value: Any) -> str | None:
+    """What is wrong with one sampling value ("must be >= 0 and <= 100"), or None."""
+    low, high, low_ok = _BOUNDS[key]
+    integral = key in INTEGER_SAMPLING_KEYS
+    if isinstance(value, bool) or not isinstance(value, int if integral else (int, float)):
+        return f"must be {'an integer' if integral else 'a number'}"
+    if not math.isfinite(value) or not (value >= low if low_ok else value > low) or value > high:
+        return f"must be {'>=' if low_ok else '>'} {low} and <= {high}"
+    return None
+
+
+@dataclass(frozen=True)
+class SamplingOverrides:
+    """What the caller of one request set; None: not set. Checked once, by from_options()."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> SamplingOverrides:
+        """The caller's sampling options (None means "not set"), or InvalidRequest naming the
+        first bad one."""
+        unknown = sorted(set(options) - set(SAMPLING_KEYS))
+        if unknown:
+            raise InvalidRequest(f"unknown sampling parameter(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(SAMPLING_KEYS)}")
+        values = {k: options[k] for k in SAMPLING_KEYS if options.get(k) is not None}
+        stop = values.pop("stop", ())
+        for key, value in values.items():
+            problem = sampling_problem(key, value)
+            if problem:
+                raise InvalidRequest(f"{key} {problem}, got {value!r}")
+        if isinstance(stop, str):
+            stop = (stop,)
+        if not isinstance(stop, (list, tuple)) or len(stop) > MAX_STOP_STRINGS or \
+                not all(isinstance(s, str) and s for s in stop):
+            raise InvalidRequest(f"stop must be a string or a list of at most {MAX_STOP_STRINGS} "
+                                 f"non-empty strings, got {stop!r}")
+        floats = {k: float(v) for k, v in values.items() if k not in INTEGER_SAMPLING_KEYS}
+        return cls(**(values | floats), stop=tuple(stop))
+
+    def for_model(self, router: RouterSettings, model: ModelSpec) -> SamplingParams:
+        """The parameters of an attempt on `model`: per key, the caller's value, else the
+        model's own default, else [router]."""
+
+        def pick(key: str) -> Any:
+            value = getattr(self, key)
+            if value is None and key in MODEL_SAMPLING_KEYS:
+                value = getattr(model, key)
+            return value if value is not None else getattr(router, key)
+
+        return SamplingParams(**{k: pick(k) for k in SAMPLING_KEYS if k != "stop"}, stop=self.stop)
