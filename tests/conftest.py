@@ -11,9 +11,14 @@ from typing import Any, Callable
 
 import pytest
 
+from zeta_local.admission import gpu_offload_supported
 from zeta_local.tiny_models import write_standard_set
 
 ROOT = Path(__file__).resolve().parent.parent
+# Whether this llama.cpp build offloads to a GPU. Tests that depend on it say so and assert what
+# holds on each build (CI and the project's machines are CPU-only; a GPU machine runs the suite
+# on the CUDA build, see scripts/gpu_check.sh).
+GPU_BUILD = gpu_offload_supported()
 
 
 @pytest.fixture(scope="session")

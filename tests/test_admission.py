@@ -10,11 +10,15 @@ from typing import Callable
 
 import pytest
 
+from conftest import GPU_BUILD
 from zeta_local import ConfigError, FallbackExhausted, ZetaDynamicRouter
 from zeta_local.admission import OOM_CORRECTION, parse_size
 from zeta_local.memory import GPU_PROCESS_COST
 
 SMALL = {"n_ctx": 1024}  # a tiny model then needs about 12 MiB
+# The tests of the RAM budget keep their models on the CPU, on every build: on a CUDA build a
+# model with its layers offloaded holds VRAM, not RAM, and a RAM budget would never bind.
+ON_CPU = {"n_gpu_layers": 0}
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -43,8 +47,8 @@ def test_model_over_the_budget_does_not_fit_and_the_next_answers(gemma_path: Pat
                                                                  write_config: Callable[..., Path]):
     """ram_budget below the embedded default's estimate: skipped as does_not_fit, with the
     numbers, and the smaller model in the chain answers."""
-    path = write_config({"gemma": {"path": str(gemma_path), "n_ctx": 2048}, "small": {"model": "tiny-a"} | SMALL},
-                        router={"ram_budget": "100MiB"})
+    path = write_config({"gemma": {"path": str(gemma_path), "n_ctx": 2048} | ON_CPU,
+                         "small": {"model": "tiny-a"} | SMALL | ON_CPU}, router={"ram_budget": "100MiB"})
     with ZetaDynamicRouter.from_toml(path) as router:
         result = router.generate("hello", task="chat")
     assert [(a.model, a.outcome) for a in result.attempts] == [("gemma", "does_not_fit"), ("small", "ok")]
@@ -55,7 +59,7 @@ def test_model_over_the_budget_does_not_fit_and_the_next_answers(gemma_path: Pat
 @pytest.fixture
 def three(write_config: Callable[..., Path]) -> Callable[..., Path]:
     def make(router: dict | None = None, **model_options: dict) -> Path:
-        models = {name: {"model": role} | SMALL | model_options.get(name, {})
+        models = {name: {"model": role} | SMALL | ON_CPU | model_options.get(name, {})
                   for name, role in (("a", "tiny-a"), ("b", "tiny-b"), ("c", "tiny-chatml"))}
         return write_config(models, routes={"code": ["a"], "reason": ["b"], "chat": ["c"], "embed": ["a"]},
                             router={"ram_budget": "30MiB"} | (router or {}))
@@ -116,8 +120,8 @@ def test_preload_and_unload(three: Callable[..., Path]):
 def test_a_loaded_later_model_beats_evicting_and_cold_loading(write_config: Callable[..., Path]):
     """The first model would need an eviction while the second is loaded already: the first
     is skipped (does_not_fit, saying why) and the loaded one answers at once."""
-    path = write_config({"first": {"model": "tiny-a"} | SMALL, "second": {"model": "tiny-b"} | SMALL,
-                         "other": {"model": "tiny-chatml"} | SMALL},
+    path = write_config({"first": {"model": "tiny-a"} | SMALL | ON_CPU, "second": {"model": "tiny-b"} | SMALL | ON_CPU,
+                         "other": {"model": "tiny-chatml"} | SMALL | ON_CPU},
                         routes={"code": ["first", "second"], "reason": ["second"], "chat": ["other"]},
                         router={"ram_budget": "20MiB"})
     with ZetaDynamicRouter.from_toml(path) as router:
@@ -142,14 +146,19 @@ def test_fallback_prefers_a_loaded_model(write_config: Callable[..., Path], stri
 
 
 def test_out_of_memory_corrects_the_estimate_upward(write_config: Callable[..., Path]):
-    """A load that fails to allocate is out_of_memory, and the model's estimate grows."""
+    """A load that fails to allocate is out_of_memory, and the model's estimate grows: all of it
+    RAM on a CPU build; RAM and VRAM alike on a CUDA build, where the layers are offloaded."""
     path = write_config({"a": {"model": "tiny-a"}, "b": {"model": "tiny-b"}})
     with ZetaDynamicRouter.from_toml(path, faults="a=oom_load") as router:
         result = router.generate("x", task="chat")
         assert [a.outcome for a in result.attempts] == ["out_of_memory", "ok"]
         estimate = router._pool.estimates[("a", False)]
-        ram, _ = router._pool.ledger.needs(("a", False), estimate)
-        assert ram == int((estimate.total - estimate.weights_gpu) * OOM_CORRECTION)
+        ram, vram = router._pool.ledger.needs(("a", False), estimate)
+        assert (ram, vram) == (int(estimate.ram * OOM_CORRECTION), int(estimate.vram * OOM_CORRECTION))
+        if GPU_BUILD:
+            assert estimate.vram > 0 and estimate.weights_gpu > 0
+        else:
+            assert estimate.vram == 0 and ram == int(estimate.total * OOM_CORRECTION)
         assert {s.name: s.memory_bytes for s in router.status()}["a"] == 0, "nothing held after a failed load"
 
 

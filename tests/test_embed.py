@@ -8,7 +8,10 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from conftest import GPU_BUILD
 from zeta_local import FallbackExhausted, InvalidRequest, UnknownModel, ZetaDynamicRouter
+
+EMBEDDING_TOLERANCE = dict(rtol=1e-5, atol=1e-4) if GPU_BUILD else dict(rtol=1e-5)
 
 
 @pytest.fixture
@@ -37,10 +40,12 @@ def test_a_single_string_is_one_row(router: ZetaDynamicRouter):
 
 
 def test_same_text_same_vector_different_texts_differ(router: ZetaDynamicRouter):
-    """Embeddings are deterministic and depend on the text."""
+    """Embeddings are deterministic and depend on the text. On the CPU the same text gives the
+    same vector wherever it sits in a batch; on a GPU its place in the batch changes the order of
+    the sums, by about 5e-5 (measured on an H200), so there it is equal within 1e-4."""
     one, two = router.embed(["hello", "hello"]).vectors
     other = router.embed(["completely different"]).vectors[0]
-    np.testing.assert_allclose(one, two, rtol=1e-5)
+    np.testing.assert_allclose(one, two, **EMBEDDING_TOLERANCE)
     assert not np.allclose(one, other)
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import openai
 import pytest
 
+from conftest import GPU_BUILD
+
 GREEDY = {"temperature": 0, "seed": 7, "max_tokens": 16}
 FAST = {"first_token_timeout_s": 0.5, "stall_timeout_s": 0.5, "load_timeout_s": 5}
 HELLO = [{"role": "user", "content": "hello there"}]
@@ -91,7 +93,10 @@ def test_embeddings_are_identical_to_router_embed(one_model, encoding_format: st
     assert response.model == expected.model == "talker"
     got = np.array([row.embedding for row in response.data], dtype=np.float32)
     assert got.shape == expected.vectors.shape
-    assert np.array_equal(got, expected.vectors)
+    if GPU_BUILD:  # two runs of the same batch on a GPU may sum in another order (~5e-5)
+        np.testing.assert_allclose(got, expected.vectors, rtol=0, atol=1e-4)
+    else:  # on the CPU the server's vectors are the router's, bit for bit
+        assert np.array_equal(got, expected.vectors)
 
 
 def test_models_lists_auto_the_tasks_and_every_model(serve: Callable[..., Any], tmp_path):

@@ -90,15 +90,8 @@ class LlamaCppBackend:
         import llama_cpp
 
         _install_hooks()
-        n_ctx = context_length(spec.n_ctx, info)
-        kwargs: dict[str, Any] = dict(
-            model_path=str(path), n_ctx=n_ctx, n_batch=min(spec.n_batch, n_ctx),
-            n_gpu_layers=spec.n_gpu_layers, n_threads=n_threads, n_threads_batch=n_threads,
-            use_mmap=True, verbose=False,
-            # Always said, never left to llama-cpp-python, whose default (False) also switches
-            # off llama.cpp's own "auto": true/false map to LLAMA_FLASH_ATTN_TYPE_ENABLED/DISABLED.
-            flash_attn=flash_attn_on(spec, gpu=gpu_offload_supported()),
-        )
+        kwargs = llama_kwargs(spec, path, info, n_threads=n_threads)
+        n_ctx = kwargs["n_ctx"]
         _LAST_ERRORS.lines = []
         _LOADING.cancel = cancel
         weights: _WeightsRef | None = None
@@ -131,6 +124,21 @@ class LlamaCppBackend:
             raise
         finally:
             _LOADING.cancel = None
+
+
+def llama_kwargs(spec: ModelSpec, path: Path, info: GGUFInfo, *, n_threads: int) -> dict[str, Any]:
+    """The `llama_cpp.Llama(...)` arguments of a model's generation context (its embedding
+    context starts from them too): the one place they are decided, so that the benchmark's raw
+    llama-cpp-python baseline loads the model the same way."""
+    n_ctx = context_length(spec.n_ctx, info)
+    return dict(
+        model_path=str(path), n_ctx=n_ctx, n_batch=min(spec.n_batch, n_ctx),
+        n_gpu_layers=spec.n_gpu_layers, n_threads=n_threads, n_threads_batch=n_threads,
+        use_mmap=True, verbose=False,
+        # Always said, never left to llama-cpp-python, whose default (False) also switches
+        # off llama.cpp's own "auto": true/false map to LLAMA_FLASH_ATTN_TYPE_ENABLED/DISABLED.
+        flash_attn=flash_attn_on(spec, gpu=gpu_offload_supported()),
+    )
 
 
 class LlamaCppModel:

@@ -13,15 +13,25 @@ runs on are shared and noisy. Sections:
     concurrency  K client threads, mixed tasks, random injected faults: throughput, latency
                  percentiles, and requests lost (neither a result nor a typed error)
     server       the OpenAI-compatible server against the in-process path (bench_server.py)
-    roofline     decoding tokens/s against memory bandwidth / bytes read per token
+    gpu          on a build that offloads: synthetic real-shape 7B/4B/14B models, VRAM predicted
+                 vs measured, decode router vs raw, cancel, load/unload cycles, a real
+                 out-of-memory (bench_gpu.py); elsewhere a note
+    roofline     decoding tokens/s against memory bandwidth / bytes read per token (the GPU's
+                 bandwidth and the offloaded weights where the model is offloaded)
 
 It runs on whatever is here: the generation model is the first of models.toml whose file is
 present (the embedded default on a fresh install); router-behaviour sections use generated
 tiny models, so they measure the router rather than a model.
+
+The raw llama-cpp-python baseline loads the model with the arguments the router's backend used
+(`backend.llama_kwargs`, recorded at the router's own load) and samples with exactly the
+parameters the router's model was given; the settings llama.cpp reports for both are compared
+and the result says whether they match.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,26 +41,27 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+from zeta_local.bench_baseline import (GREEDY, RecordingBackend, compare_decoding, interleaved,
+                                       llama_settings, median_error, percentile, ratio_spread, spread)
+
+__all__ = ["GREEDY", "RecordingBackend", "compare_decoding", "interleaved", "llama_settings",
+           "median_error", "percentile", "ratio_spread", "run_bench", "spread", "to_markdown"]
 
 MiB = 2**20
+# Overhead: many short interleaved pairs rather than a few long runs (see interleaved()):
+# (at least, at most) pairs of runs of this many tokens. Not shorter: the router's fixed cost
+# per request (about 2 ms on Gemma 3 270M on 2 cores) would weigh 1 % in a 16-token run.
+OVERHEAD_PAIRS_QUICK, OVERHEAD_TOKENS_QUICK = (12, 24), 32
+OVERHEAD_PAIRS, OVERHEAD_TOKENS = (24, 64), 64
 LONG_PROMPT = "The quick brown fox jumps over the lazy dog. " * 200  # about 2,000 tokens
 STORY_PROMPT = "The history of the Roman Empire is a long story. It began"
-GREEDY = dict(temperature=0.0, top_k=40, top_p=0.95, repeat_penalty=1.1)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-
-def spread(values: list[float], scale: float = 1.0, digits: int = 1) -> dict[str, float]:
-    v = [x * scale for x in values]
-    return {"p50": round(statistics.median(v), digits), "p95": round(percentile(v, 0.95), digits),
-            "min": round(min(v), digits), "max": round(max(v), digits), "runs": len(v)}
-
-
-def run_bench(config_path: str | None, *, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
+def run_bench(config_path: str | None, *, quick: bool, progress: Callable[[str], None],
+              skip: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """Every section in turn; those named in `skip` (gpu, server) are only a note."""
     from zeta_local.config import load_config
     from zeta_local.errors import ZetaError
     from zeta_local.sources import find_model_file
@@ -68,21 +79,26 @@ def run_bench(config_path: str | None, *, quick: bool, progress: Callable[[str],
                 continue
     model_path = model_path or tiny["a"]
     runs = 3 if quick else 7
-    sections: list[tuple[str, Callable[[], Any]]] = [
+    pairs, decode_tokens = (OVERHEAD_PAIRS_QUICK, OVERHEAD_TOKENS_QUICK) if quick else (OVERHEAD_PAIRS, OVERHEAD_TOKENS)
+    sections: list[tuple[str, Callable[[], Any] | None]] = [
         ("machine", _machine),
-        ("overhead", lambda: _overhead(model_path, tiny, work, runs, 48 if quick else 128)),
+        ("overhead", lambda: _overhead(model_path, tiny, work, runs, pairs, decode_tokens)),
         ("failover", lambda: _failover(tiny, work, 5 if quick else 15)),
         ("cancel", lambda: _cancel(model_path, work, runs)),
         ("memory", lambda: _memory(model_path, model_name, tiny)),
         ("concurrency", lambda: _concurrency(tiny, work, 8 if quick else 16, 4 if quick else 8)),
         ("server", lambda: _server(model_path, tiny, work, runs, 48 if quick else 128)),
+        ("gpu", lambda: _gpu(work, quick, progress)),
         ("roofline", None),  # uses overhead's decode speed
     ]
     results: dict[str, Any] = {"quick": quick, "model": model_name, "model_path": str(model_path)}
     for index, (name, measure) in enumerate(sections, 1):
         progress(f"[{index}/{len(sections)}] {name}")
         started = time.monotonic()
-        results[name] = _roofline(model_path, results["overhead"]) if measure is None else measure()
+        if name in skip:
+            results[name] = {"note": "skipped (--skip)"}
+        else:
+            results[name] = _roofline(model_path, results["overhead"]) if measure is None else measure()
         progress(f"      {name} done in {time.monotonic() - started:.1f} s")
     return results
 
@@ -113,7 +129,7 @@ def _machine() -> dict[str, Any]:
     import numpy
     import psutil
 
-    from zeta_local import __version__
+    from zeta_local import __version__, gpu_probe
     from zeta_local.admission import gpu_offload_supported
 
     cpu = platform.processor() or platform.machine()
@@ -127,54 +143,40 @@ def _machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
             "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
             "gpu_offload": gpu_offload_supported(),
+            **({"gpu": gpu_probe.gpu_facts()} if gpu_offload_supported() else {}),
             "llama_cpp_system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
             "versions": {"zeta_local": __version__, "llama_cpp_python": llama_cpp.__version__,
                          "python": platform.python_version(), "numpy": numpy.__version__},
             "os": f"{platform.system()} {platform.release()}"}
 
 
-def _overhead(model_path: Path, tiny: dict[str, Path], work: Path, runs: int, max_tokens: int) -> dict[str, Any]:
-    import llama_cpp
-
+def _overhead(model_path: Path, tiny: dict[str, Path], work: Path, runs: int,
+              pairs: tuple[int, int], max_tokens: int) -> dict[str, Any]:
     from zeta_local import ZetaDynamicRouter
 
     config = _config(work, "overhead", {"m": model_path}, {}, n_ctx=2048)
-    threads = max(1, os.cpu_count() or 1)
-    with ZetaDynamicRouter.from_toml(config, faults="") as router:
-        router.generate(STORY_PROMPT, task="chat", max_tokens=8, **GREEDY)  # load and warm up
-        raw = llama_cpp.Llama(str(model_path), n_ctx=2048, n_threads=router._pool.n_threads,
-                              n_threads_batch=router._pool.n_threads, verbose=False)
-        raw.create_completion(STORY_PROMPT, max_tokens=8, **GREEDY)
-        zeta_tps, raw_tps, ratios = [], [], []
-        for _ in range(runs):
-            t = time.perf_counter()
-            ours = router.generate(STORY_PROMPT, task="chat", max_tokens=max_tokens, **GREEDY)
-            a = ours.usage.completion_tokens / (time.perf_counter() - t)
-            t = time.perf_counter()
-            ref = raw.create_completion(STORY_PROMPT, max_tokens=max_tokens, **GREEDY)
-            b = ref["usage"]["completion_tokens"] / (time.perf_counter() - t)
-            zeta_tps.append(a)
-            raw_tps.append(b)
-            ratios.append(a / b)
-        raw.close()
+    backend = RecordingBackend()
+    with ZetaDynamicRouter.from_toml(config, backend=backend, faults="") as router:
+        router.generate(STORY_PROMPT, model="m", max_tokens=8, **GREEDY)  # load and warm up
+        decoding = compare_decoding(router, backend, "m", STORY_PROMPT, pairs, max_tokens)
     # The latency a short request pays for routing, workers and the watchdog, on a tiny model.
     small = _config(work, "latency", {"t": tiny["a"]}, {})
-    with ZetaDynamicRouter.from_toml(small, faults="") as router:
+    backend = RecordingBackend()
+    with ZetaDynamicRouter.from_toml(small, backend=backend, faults="") as router:
         router.generate("hi", task="chat", max_tokens=4, **GREEDY)
-        raw = llama_cpp.Llama(str(tiny["a"]), n_ctx=2048, n_threads=threads, verbose=False)
+        raw, sampling = backend.raw_twin("t")
+        raw.create_completion("hi", max_tokens=4, **sampling)
         added = []
         for _ in range(runs * 10):
             t = time.perf_counter()
             router.generate("hi", task="chat", max_tokens=4, **GREEDY)
             a = time.perf_counter() - t
             t = time.perf_counter()
-            raw.create_completion("hi", max_tokens=4, **GREEDY)
+            raw.create_completion("hi", max_tokens=4, **sampling)
             added.append(a - (time.perf_counter() - t))
         raw.close()
-    return {"tokens_per_s_ratio": round(statistics.median(ratios), 3),
-            "router_tokens_per_s": spread(zeta_tps), "raw_tokens_per_s": spread(raw_tps),
-            "latency_ms_added": round(statistics.median(added) * 1000, 2),
-            "latency_ms_added_spread": spread(added, 1000, 2), "max_tokens": max_tokens}
+    return decoding | {"latency_ms_added": round(statistics.median(added) * 1000, 2),
+                       "latency_ms_added_spread": spread(added, 1000, 2)}
 
 
 def _failover(tiny: dict[str, Path], work: Path, runs: int) -> dict[str, Any]:
@@ -249,6 +251,26 @@ def _cancel(model_path: Path, work: Path, runs: int) -> dict[str, Any]:
             "prompt": "about 2,000 tokens, cancelled 0.3 s into its evaluation"}
 
 
+@contextlib.contextmanager
+def captured_llama_log() -> Iterator[list[str]]:
+    """Collect llama.cpp's log lines (debug level included) while the block runs, keeping them
+    off the console: its buffer sizes are the measurements the estimate is held to."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("zeta_local.llama_cpp")
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False  # llama.cpp's debug lines are for us here, not for the console
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
 def measure_allocation(path: Path, n_ctx: int, embedding: bool = False,
                        flash_attn: bool = False) -> tuple[int, int]:
     """Load the model, evaluate about one full micro-batch, and return (bytes llama.cpp reports
@@ -262,16 +284,8 @@ def measure_allocation(path: Path, n_ctx: int, embedding: bool = False,
     from zeta_local.memory import allocated_from_log
     from zeta_local.sampling import SamplingParams
 
-    lines: list[str] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("zeta_local.llama_cpp")
-    saved = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False  # llama.cpp's debug lines are for us here, not for the console
     rss = psutil.Process().memory_info().rss
-    try:
+    with captured_llama_log() as lines:
         spec = ModelSpec(name=path.stem, capabilities=frozenset(), n_ctx=n_ctx, flash_attn=flash_attn)
         model = LlamaCppBackend().load(spec, path, read_gguf_info(path), embedding=embedding,
                                        n_threads=os.cpu_count() or 1)
@@ -285,27 +299,27 @@ def measure_allocation(path: Path, n_ctx: int, embedding: bool = False,
                 words //= 2
         grown = psutil.Process().memory_info().rss - rss
         model.close()
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
     return allocated_from_log(lines), grown
 
 
 def _memory(model_path: Path, model_name: str, tiny: dict[str, Path]) -> dict[str, Any]:
+    from zeta_local.admission import gpu_offload_supported
     from zeta_local.gguf_info import read_gguf_info
     from zeta_local.memory import context_length, estimate_memory
 
+    gpu = gpu_offload_supported()
     rows = []
     for name, path in ((model_name, model_path), ("tiny-test", tiny["c"])):
         info = read_gguf_info(path)
         n_ctx = context_length(2048, info)
         measured, grown = measure_allocation(path, n_ctx)
-        predicted = estimate_memory(info, n_ctx=n_ctx).total
+        # As measure_allocation loads it: every layer offloaded where the build can.
+        predicted = estimate_memory(info, n_ctx=n_ctx, n_gpu_layers=-1 if gpu else 0).total
         rows.append({"model": name, "n_ctx": n_ctx, "predicted_bytes": predicted, "measured_bytes": measured,
                      "resident_growth_bytes": grown,
                      "error_percent": round((predicted - measured) / measured * 100, 1)})
-    return {"models": rows, "measured_is": "the buffers llama.cpp reports allocating (its log)"}
+    return {"models": rows, "measured_is": "the buffers llama.cpp reports allocating (its log), "
+                                           "on every device"}
 
 
 def _concurrency(tiny: dict[str, Path], work: Path, clients: int, per_client: int) -> dict[str, Any]:
@@ -368,12 +382,44 @@ def _server(model_path: Path, tiny: dict[str, Path], work: Path, runs: int, max_
     return measure_server(model_path, tiny, work, runs, max_tokens)
 
 
-def _roofline(model_path: Path, overhead: dict[str, Any]) -> dict[str, Any]:
+def _gpu(work: Path, quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
+    from zeta_local.bench_gpu import measure_gpu
+
+    return measure_gpu(work, quick=quick, progress=progress)
+
+
+def weights_read_per_token(info: Any, n_gpu_layers: int) -> tuple[int, int]:
+    """(bytes on the GPU, bytes on the CPU) that decoding one token reads, for a model loaded
+    with `n_gpu_layers`: every weight once, except the token embeddings, of which one row is
+    read, unless the output layer reads them whole (tied embeddings: no output.weight), on
+    the GPU when every layer is offloaded (llama.cpp then puts a copy there)."""
+    from zeta_local.memory import estimate_memory
+
+    split = estimate_memory(info, n_ctx=256, n_gpu_layers=n_gpu_layers)
+    embd = sum(t.nbytes for t in info.tensors if t.name == "token_embd.weight")
+    tied = not any(t.name == "output.weight" for t in info.tensors)
+    gpu, cpu = split.weights_gpu, split.weights_cpu - embd
+    every_layer = n_gpu_layers < 0 or split.weights_cpu == embd
+    if tied:
+        if split.weights_gpu and every_layer:
+            gpu += embd
+        else:
+            cpu += embd
+    return gpu, cpu
+
+
+def roofline_bound(gpu_bytes: int, cpu_bytes: int, gpu_bandwidth: float | None,
+                   cpu_bandwidth: float | None) -> float:
+    """Tokens/s if decoding only had to read its weights at full bandwidth: each token reads
+    the GPU's share at the GPU's bandwidth, then the CPU's share at the CPU's."""
+    seconds = (gpu_bytes / gpu_bandwidth if gpu_bytes else 0.0) + (cpu_bytes / cpu_bandwidth if cpu_bytes else 0.0)
+    return 1 / seconds
+
+
+def _cpu_bandwidth() -> float:
     import numpy as np
 
-    from zeta_local.gguf_info import read_gguf_info
-
-    # Memory bandwidth: copy a buffer much larger than the caches; a copy reads and writes it.
+    # Copy a buffer much larger than the caches; a copy reads and writes it.
     source = np.ones(256 * MiB // 8)
     target = np.empty_like(source)
     rates = []
@@ -381,15 +427,58 @@ def _roofline(model_path: Path, overhead: dict[str, Any]) -> dict[str, Any]:
         t = time.perf_counter()
         np.copyto(target, source)
         rates.append(2 * source.nbytes / (time.perf_counter() - t))
-    bandwidth = statistics.median(rates)
-    weights = sum(t.nbytes for t in read_gguf_info(model_path).tensors)
-    bound = bandwidth / weights  # each decoded token reads every weight once
+    return statistics.median(rates)
+
+
+def gpu_bandwidth() -> tuple[float | None, str]:
+    """The GPU's memory bandwidth and where the figure comes from: a timed device-to-device
+    copy (what the card delivers), else NVML's maximum memory clock and bus width (its peak)."""
+    from zeta_local import gpu_probe
+
+    copied = gpu_probe.copy_bandwidth()
+    if copied:
+        return copied, "measured: device-to-device copy of 1 GiB (CUDA driver API), median of 5"
+    facts = gpu_probe.gpu_facts()
+    if "peak_bandwidth_gb_s" in facts:
+        return facts["peak_bandwidth_gb_s"] * 1e9, (
+            f"NVML: max memory clock {facts['memory_clock_mhz_max']} MHz x "
+            f"{facts['memory_bus_width_bits']}-bit bus x 2 (peak)")
+    return None, "neither a device-to-device copy nor NVML was available"
+
+
+def _roofline(model_path: Path, overhead: dict[str, Any]) -> dict[str, Any]:
+    from zeta_local.admission import gpu_offload_supported
+    from zeta_local.gguf_info import read_gguf_info
+
+    info = read_gguf_info(model_path)
     measured = overhead["router_tokens_per_s"]["p50"]
-    return {"memory_bandwidth_gb_s": round(bandwidth / 1e9, 2), "bytes_per_token": weights,
+    layers = (overhead.get("settings") or {}).get("n_gpu_layers", 0)
+    if not (gpu_offload_supported() and layers):
+        bandwidth = _cpu_bandwidth()
+        weights = sum(t.nbytes for t in info.tensors)
+        bound = bandwidth / weights  # each decoded token reads every weight once
+        return {"memory_bandwidth_gb_s": round(bandwidth / 1e9, 2), "bytes_per_token": weights,
+                "bound_tokens_per_s": round(bound, 1), "tokens_per_s": measured,
+                "fraction": round(measured / bound, 3), "device": "cpu",
+                "bandwidth_source": "measured: numpy copy of 256 MiB, one thread",
+                "note": "bytes per token counts the weights only (the KV cache read is small at these "
+                        "contexts); the copy is single-threaded numpy, so the bound is conservative"}
+    gpu_bytes, cpu_bytes = weights_read_per_token(info, layers)
+    bandwidth, source = gpu_bandwidth()
+    if bandwidth is None:
+        return {"note": f"the model is offloaded but the GPU's bandwidth is unknown: {source}",
+                "device": "gpu", "bandwidth_source": None, "tokens_per_s": measured}
+    cpu_bandwidth = _cpu_bandwidth() if cpu_bytes else None
+    bound = roofline_bound(gpu_bytes, cpu_bytes, bandwidth, cpu_bandwidth)
+    return {"memory_bandwidth_gb_s": round(bandwidth / 1e9, 2), "bandwidth_source": source,
+            "device": "gpu", "n_gpu_layers": layers, "bytes_per_token": gpu_bytes + cpu_bytes,
+            "gpu_bytes_per_token": gpu_bytes, "cpu_bytes_per_token": cpu_bytes,
+            **({"cpu_bandwidth_gb_s": round(cpu_bandwidth / 1e9, 2)} if cpu_bandwidth else {}),
             "bound_tokens_per_s": round(bound, 1), "tokens_per_s": measured,
             "fraction": round(measured / bound, 3),
-            "note": "bytes per token counts the weights only (the KV cache read is small at these "
-                    "contexts); the copy is single-threaded numpy, so the bound is conservative"}
+            "note": "bytes per token counts the weights read per token (the offloaded ones at the "
+                    "GPU's bandwidth; one row of the token embeddings is not counted); the KV "
+                    "cache read is small at these contexts"}
 
 
 def to_markdown(r: dict[str, Any]) -> str:
@@ -400,7 +489,13 @@ def to_markdown(r: dict[str, Any]) -> str:
              f"{'GPU offload' if m['gpu_offload'] else 'no GPU offload'}; llama-cpp-python "
              f"{m['versions']['llama_cpp_python']}, Python {m['versions']['python']}. Model: {r['model']}.", "",
              "| measure | value |", "|---|---|",
-             f"| tokens/s, router ÷ llama-cpp-python (median of per-run ratios) | {o['tokens_per_s_ratio']} |",
+             f"| tokens/s, router ÷ llama-cpp-python (median of {o['ratio_spread']['pairs']} interleaved pairs; "
+             f"p25–p75, min–max) | {o['tokens_per_s_ratio']} ({o['ratio_spread']['p25']}–{o['ratio_spread']['p75']}, "
+             f"{o['ratio_spread']['min']}–{o['ratio_spread']['max']}) |",
+             f"| the median ratio's standard error; machine load (1-min load average, {o['cores']} cores) | "
+             f"{o['median_error'] * 100:.1f} %; {o['load_average']} |",
+             f"| llama-cpp-python loaded and sampling as the router (n_gpu_layers, flash attention, threads, "
+             f"batch, sampling) | {_same(o)} |",
              f"| tokens/s through the router (p50) | {o['router_tokens_per_s']['p50']} |",
              f"| tokens/s through llama-cpp-python (p50) | {o['raw_tokens_per_s']['p50']} |",
              f"| latency added to a short request (ms, p50) | {o['latency_ms_added']} |",
@@ -423,14 +518,29 @@ def to_markdown(r: dict[str, Any]) -> str:
         if "ms_p50" in s["disconnect"]:
             lines.append(f"| server: client disconnect during a long prompt evaluation → worker free "
                          f"(ms, p50 / p95) | {s['disconnect']['ms_p50']} / {s['disconnect']['ms_p95']} |")
-    lines += [f"| decoding vs memory-bandwidth bound ({roof['memory_bandwidth_gb_s']} GB/s) | {roof['fraction']} of "
-              f"{roof['bound_tokens_per_s']} tokens/s |", "", "| model | n_ctx | predicted MiB | llama.cpp allocated MiB | "
+    if "fraction" in roof:
+        lines.append(f"| decoding vs memory-bandwidth bound ({roof['device'].upper()}, {roof['memory_bandwidth_gb_s']} GB/s, "
+                     f"{roof['bandwidth_source']}) | {roof['fraction']} of {roof['bound_tokens_per_s']} tokens/s |")
+    else:
+        lines.append(f"| roofline | not measured: {roof['note']} |")
+    lines += ["", "| model | n_ctx | predicted MiB | llama.cpp allocated MiB | "
               "resident growth MiB | error |", "|---|---|---|---|---|---|"]
     for row in r["memory"]["models"]:
         lines.append(f"| {row['model']} | {row['n_ctx']} | {row['predicted_bytes'] / MiB:.1f} | "
                      f"{row['measured_bytes'] / MiB:.1f} | {row['resident_growth_bytes'] / MiB:.1f} | "
                      f"{row['error_percent']:+.1f} % |")
+    from zeta_local.bench_gpu import gpu_markdown
+
+    lines += ["", *gpu_markdown(r.get("gpu") or {"note": "not run"})]
     return "\n".join(lines) + "\n"
+
+
+def _same(o: dict[str, Any]) -> str:
+    if o.get("same_settings") is None:
+        return "not checked (llama.cpp's settings could not be read back)"
+    if o["same_settings"]:
+        return "yes, as llama.cpp reports them"
+    return "NO: " + ", ".join(o.get("settings_differ", []))
 
 
 def write_plots(r: dict[str, Any], directory: Path) -> list[Path]:

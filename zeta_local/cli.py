@@ -105,8 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     doctor.set_defaults(run=_doctor)
 
     bench = sub.add_parser("bench", parents=[common],
-                           help="measure overhead, failover, cancel, memory, concurrency, roofline")
+                           help="measure overhead, failover, cancel, memory, concurrency, server, gpu, roofline")
     bench.add_argument("--quick", action="store_true", help="fewer runs: under two minutes on 2 cores")
+    bench.add_argument("--skip", action="append", default=[], choices=("gpu", "server"), metavar="SECTION",
+                       help="leave out a section (gpu or server); repeatable")
     bench.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
     bench.add_argument("--markdown", type=Path, metavar="PATH", help="write them as markdown tables")
     bench.add_argument("--plots", type=Path, metavar="DIR", help="write PNG charts (needs the bench extra)")
@@ -283,7 +285,7 @@ def _doctor(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from zeta_local.bench import run_bench, to_markdown, write_plots
 
-    results = run_bench(args.config, quick=args.quick, progress=lambda line: _err(line))
+    results = run_bench(args.config, quick=args.quick, progress=lambda line: _err(line), skip=args.skip)
     text = to_markdown(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
