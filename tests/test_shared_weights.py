@@ -5,7 +5,6 @@ cancellation and its faults; the ledger and `plan` count the weights once."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from zeta_local.backend import LlamaCppBackend
 from zeta_local.config import ModelSpec, load_config
 from zeta_local.gguf_info import read_gguf_info
 from zeta_local.inventory import plan_models
+from zeta_local.bench import captured_llama_log
 from zeta_local.memory import EMBED_BATCH, MARGIN, MemoryEstimate, estimate_for, weights_part, without_weights
 from zeta_local.sampling import SamplingParams
 
@@ -31,18 +31,8 @@ TEXTS = ["hello world", "a second, longer text to embed than the first one", "x"
 @pytest.fixture
 def llama_log() -> Iterator[list[str]]:
     """llama.cpp's log lines, for the length of the test."""
-    lines: list[str] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("zeta_local.llama_cpp")
-    saved = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    yield lines
-    logger.removeHandler(handler)
-    logger.setLevel(saved[0])
-    logger.propagate = saved[1]
+    with captured_llama_log() as lines:
+        yield lines
 
 
 def contexts(router: ZetaDynamicRouter, name: str) -> tuple[Any, Any]:
