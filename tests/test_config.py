@@ -57,11 +57,12 @@ def test_shipped_config_declares_the_mission_models_and_routes():
 
 def test_shipped_config_samples_without_a_repetition_penalty():
     """A penalty costs every decoded token a pass over the whole vocabulary: llama.cpp's
-    default 1.0 is shipped, in [router] and for every model. Each shipped model carries its
-    authors' own sampling settings instead."""
+    default 1.0 is shipped, in [router] and for every real model; only the tiny base model,
+    which loops without one, keeps 1.1. Each shipped model carries its own sampling settings."""
     config = load_config(shipped_config_path())
     assert config.router.repeat_penalty == 1.0
-    assert all(spec.repeat_penalty in (None, 1.0) for spec in config.models.values())
+    assert {name: spec.repeat_penalty for name, spec in config.models.items()
+            if spec.repeat_penalty not in (None, 1.0)} == {"tiny": 1.1}
     assert all(spec.temperature is not None and spec.top_p is not None and spec.top_k is not None
                for spec in config.models.values())
 
