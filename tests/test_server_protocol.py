@@ -351,6 +351,11 @@ def test_global_options_work_before_the_subcommand(write_config: Callable[..., P
     assert json.loads(before.stdout) == json.loads(after.stdout)
     assert [m["name"] for m in json.loads(before.stdout)["models"]] == ["talker"]
     assert run_cli("-v", "--config", str(config), "route", "def f(): pass").returncode == 0
+    # -v counts on both sides: one before and one after make -vv, which shows llama.cpp's log.
+    once = run_cli("-v", "--config", str(config), "embed", "hello")
+    twice = run_cli("-v", "--config", str(config), "embed", "hello", "-v")
+    assert once.returncode == twice.returncode == 0, twice.stderr
+    assert "zeta_local.llama_cpp" not in once.stderr and "zeta_local.llama_cpp" in twice.stderr
 
 
 def test_the_listening_socket_says_tcp_so_that_nagle_is_off():

@@ -27,6 +27,8 @@ EXIT_USAGE = 2  # argparse's own code for bad arguments
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # -v counts wherever it is given: before the command and after it.
+    args.verbose += getattr(args, "verbose_after", 0)
     _setup_logging(args.verbose)
     try:
         return int(args.run(args) or 0)
@@ -58,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     # The same options after the subcommand, as with git, docker and kubectl. Their default
     # there is "not given", so that a value given before the subcommand survives.
     common = argparse.ArgumentParser(add_help=False)
-    _global_options(common, config=argparse.SUPPRESS, verbose=argparse.SUPPRESS)
+    _global_options(common, config=argparse.SUPPRESS, verbose=argparse.SUPPRESS,
+                    verbose_dest="verbose_after")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ask = sub.add_parser("ask", parents=[common], help="answer a prompt, streaming the text")
@@ -138,11 +141,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _global_options(parser: argparse.ArgumentParser, *, config: Any, verbose: Any) -> None:
+def _global_options(parser: argparse.ArgumentParser, *, config: Any, verbose: Any,
+                    verbose_dest: str = "verbose") -> None:
     parser.add_argument("--config", metavar="PATH", default=config,
                         help="models.toml to use (default: $ZETA_CONFIG, ./models.toml, "
                              "then the copy shipped with zeta_local)")
-    parser.add_argument("-v", "--verbose", action="count", default=verbose,
+    parser.add_argument("-v", "--verbose", action="count", default=verbose, dest=verbose_dest,
                         help="log routing decisions (-v) and llama.cpp's own log (-vv)")
 
 
