@@ -45,7 +45,6 @@ from zeta_local.router import ZetaDynamicRouter
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
 DEFAULT_MAX_REQUEST_BYTES = 8 * 2**20  # far above any prompt that fits a local model's context
 RETRY_AFTER_S = 1  # a full queue drains in about one answer's time
 # Outcomes that mean a model was not available at all; a request whose every attempt is one of
