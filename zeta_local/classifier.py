@@ -42,6 +42,8 @@ class Classification:
     signals: tuple[str, ...]  # winner's signals first, heaviest first
     scores: dict[str, float]  # summed signal weights; "chat" includes its prior CHAT_PRIOR
     confidence: float  # 0..1: separation from the runner-up, scaled by how much evidence there is
+    # Every task's probability, summing to 1; probabilities[task] == confidence.
+    probabilities: dict[str, float]
 
     @property
     def reason(self) -> str:
@@ -507,7 +509,8 @@ def classify(prompt: str) -> Classification:
     """Classify one prompt as "code", "reason" or "chat"; never raises on any string."""
     text = _scan_text(prompt or "")
     if not text.strip():
-        return Classification("chat", (), {"code": 0.0, "reason": 0.0, "chat": CHAT_PRIOR}, 1.0)
+        return Classification("chat", (), {"code": 0.0, "reason": 0.0, "chat": CHAT_PRIOR}, 1.0,
+                              {"code": 0.0, "reason": 0.0, "chat": 1.0})
     fired = _collect(text)
 
     code = reason = 0.0
@@ -531,4 +534,15 @@ def classify(prompt: str) -> Classification:
 
     # The winner's signals first, heaviest first, then the outweighed ones.
     signals = tuple(sorted(fired, key=lambda s: (fired[s][0] != task, -fired[s][1], s)))
-    return Classification(task, signals, scores, _confidence(task, scores))
+    confidence = _confidence(task, scores)
+    return Classification(task, signals, scores, confidence, _probabilities(task, confidence, scores))
+
+
+def _probabilities(task: str, confidence: float, scores: dict[str, float]) -> dict[str, float]:
+    """The winner gets its confidence; the rest is shared by the others in proportion to score."""
+    others = [t for t in TASKS if t != task]
+    weights = [max(scores[t], 1e-3) for t in others]
+    rest = 1.0 - confidence
+    probs = {t: rest * w / sum(weights) for t, w in zip(others, weights)}
+    probs[task] = confidence
+    return {t: round(probs[t], 3) for t in TASKS}
