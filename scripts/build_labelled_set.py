@@ -1,6 +1,8 @@
 """Assemble the classifier's labelled set from the extracts in tests/data/classifier/sources/.
 
-Writes tests/data/classifier/tuning.jsonl and tests/data/classifier/heldout.jsonl.
+Writes tests/data/classifier/tuning.jsonl and tests/data/classifier/heldout.jsonl, and
+zeta_local/data/routing_examples.jsonl: the tuning part the package ships for its semantic
+routing stage, without the rows whose licence asks more than attribution (Dolly, CC-BY-SA).
 
 * Every extract is a jsonl file with at least "prompt" and "task"; the file name maps to a
   source id (SOURCES below).  Extra fields (id, kind, dolly_category) are only provenance.
@@ -29,6 +31,8 @@ DATA = ROOT / "tests" / "data" / "classifier"
 SEED = 20240611
 TUNING_SHARE = 0.6
 TASKS = ("code", "reason", "chat")
+PACKAGED = ROOT / "zeta_local" / "data" / "routing_examples.jsonl"
+NOT_PACKAGED = {"dolly-15k"}  # share-alike: kept out of the MIT-licensed package
 
 # file name -> source id, in priority order for deduplication
 SOURCES = [
@@ -97,15 +101,17 @@ def main():
     args = ap.parse_args()
     rows, dropped = load()
     tuning, heldout = split(rows)
-    outputs = {"tuning.jsonl": render(tuning), "heldout.jsonl": render(heldout)}
+    outputs = {DATA / "tuning.jsonl": render(tuning), DATA / "heldout.jsonl": render(heldout),
+               PACKAGED: render([r for r in tuning if r["source"] not in NOT_PACKAGED])}
     if args.check:
-        bad = [n for n, text in outputs.items()
-               if not (DATA / n).exists() or (DATA / n).read_text(encoding="utf-8") != text]
+        bad = [str(p.relative_to(ROOT)) for p, text in outputs.items()
+               if not p.exists() or p.read_text(encoding="utf-8") != text]
         if bad:
             sys.exit("out of date: " + ", ".join(bad))
     else:
-        for n, text in outputs.items():
-            (DATA / n).write_text(text, encoding="utf-8")
+        for p, text in outputs.items():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text, encoding="utf-8")
     counts = collections.Counter((r["task"], r["source"], s) for s, part in
                                  (("tuning", tuning), ("heldout", heldout)) for r in part)
     print("rows: %d (tuning %d, held-out %d); duplicates dropped: %s"
