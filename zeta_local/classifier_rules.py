@@ -115,7 +115,9 @@ _lexicon("tool:", "code", 1.5,
          "webpack|curl|wget|vscode|conda|venv|virtualenv|maven|gradle|nginx|postgres|postgresql|mysql|sqlite|"
          "mongodb|redis|flask|django|fastapi|numpy|tensorflow|pytorch|regex|regexp|api|apis|graphql|linux|ssh|"
          "cmake|makefile|llvm|gcc|clang|rails|spring boot|github actions|usestate|useeffect|pip3|jupyter|"
-         "pandas dataframe")
+         "pandas dataframe|terraform|helm|systemd|systemctl|yarn|pnpm|node_modules|package.json|bazel|ansible|nvm|"
+         "crontab|cron job|ssh-keygen|env var|environment variable|undefined reference|command not found|"
+         "bad interpreter|publickey|npm err|unit file|dockerfile")
 _lexicon("keyword:", "code", 1.0,
          "unit test|unit tests|compile|compiler|compiling|debug|debugging|debugger|refactor|refactoring|"
          "stack trace|codebase|source code|endpoint|endpoints|backend|frontend|database|linked list|hash map|"
@@ -137,6 +139,7 @@ _lexicon("crash", "code", 3.0,
          "segfault|segmentation fault|core dumped|stack overflow|null pointer|memory leak|undefined behavior|"
          "undefined behaviour|double free|use-after-free|index out of range|out of bounds|bus error|kernel panic")
 _lexicon("math:", "reason", 2.0,
+         "countable|uncountable|rational numbers|angle between|celsius|fahrenheit|"
          "solve|solving|prove|proof|integral|integrate|derivative|derivatives|differentiate|equation|equations|"
          "inequality|theorem|lemma|probability|expected value|expected number|induction|irrational|prime number|"
          "factorial|how many ways|permutations|maxima|minima|eigenvalue|eigenvalues|logarithm|square root|"
@@ -149,13 +152,19 @@ _lexicon("math_term:", "reason", 1.0,
 # Everyday words that are only math in company ("the average lifespan", "the odds are").
 _lexicon("math_weak:", "reason", 0.5, "average|coin|odds|fraction|triangle|radius")
 _lexicon("puzzle:", "reason", 2.0,
+         "knights|knaves|knave|weighing|weighings|balance scale|counterfeit|odd one out|different from the rest|"
+         "logically consistent|fixed order|tells the truth|tell the truth|starting point|lateral thinking|"
+         "switch partners|swap books|trailing zeros|"
          "riddle|puzzle|brain teaser|logic puzzle|truth-teller|truth teller|knights and knaves|always lies|"
          "monty hall|prisoner's dilemma|prisoners dilemma|tower of hanoi|sudoku|who is lying|who is telling the truth")
 # "lying" alone is more often about people than about puzzles.
 _lexicon("puzzle_weak:", "reason", 0.75, "lying|liar|liars|lies")
 _lexicon("analysis:", "reason", 2.0,
          "trade-off|trade-offs|tradeoff|tradeoffs|trade off|trade offs|pros and cons|cost-benefit|cost benefit|"
-         "advantages and disadvantages|expected return")
+         "advantages and disadvantages|expected return|causation|what can i conclude|what can we conclude|"
+         "does that mean|what else could explain|more likely that|fermi|ballpark|reasonable assumptions|"
+         "fewest|minimum number of|maximum number of|roughly how many|approximately how many|estimate how many|"
+         "across a river|river crossing")
 _lexicon("analysis_term:", "reason", 1.0,
          "compare|comparison|weigh|evaluate|analyze|analyse|analysis|which is better|better option|implications|"
          "optimal|minimize|minimise|maximize|maximise|hypothesis|justify|what would happen if|explain why|"
@@ -285,7 +294,7 @@ _rule("stack_frame", "code", 3.0, r"^[ \t]+at [\w$.<>]+\([\w.]*(?::\d+)?\)|\bfil
 _rule("error_name", "code", 3.0, r"\b[A-Z][A-Za-z0-9]*(?:Error|Exception)\b", subs=("Error", "Exception"), case=True)
 _rule("compiler_error", "code", 3.5, r"^[\w./\\-]+:\d+(?::\d+)?:[ \t]*(?:fatal[ \t]+)?(?:error|warning)\b",
       words=("error warning",), chars=(":",), flags=_M)
-_rule("error_line", "code", 2.0, r"^[ \t]*(?:npm err!|err!|error(?:\[e\d+\])?:|fatal:|warning:)",
+_rule("error_line", "code", 2.0, r"^[ \t]*(?:npm err!|err!|error(?:\[e\d+\])?:|fatal:|warning:|error (?=found|command))",
       words=("err error fatal warning",), flags=_M)
 _rule("error_message", "code", 1.0,
       r"\berror:\s|\bexit(?:s|ed)?\s+(?:\w+\s+){0,2}(?:with\s+)?(?:code|status)\s+\d+",
@@ -320,10 +329,10 @@ _rule("keyword:", "code", 1.0, r"\b(?:last|the|a|my|previous|this|that|initial|m
       words=("commit commits",))
 # An explicit request to produce code ("write a Python function that ...").
 _rule("code_request", "code", 2.0,
-      r"\b(?:write|implement|create|build|generate|give me|show me|code up)(?: me)? (?:a |an |the |some )?"
+      r"\b(?:write|implement|create|build|generate|give me|show me|code up|need)(?: me)? (?:a |an |the |some )?"
       r"(?:[\w+#.-]+ ){0,3}?(?:function|script|program|class|method|sql query|query|regex|unit tests?|module|cli"
-      r"|endpoint|snippet|dockerfile|makefile|workflow)s?\b",
-      words=("write implement create build generate give show code",))
+      r"|endpoint|snippet|dockerfile|makefile|workflow|unit file|config file|one-liner|cron job)s?\b",
+      words=("write implement create build generate give show code need",))
 
 # ---- reason: math notation
 _rule("math:equation", "reason", 2.0, r"[\w)][ \t]*[-+*/^][ \t]*[\w(][^=\n]{0,40}?(?<![=!<>])=(?!=)[ \t]*-?[\w(]",
@@ -335,7 +344,10 @@ _rule("math:function_notation", "reason", 2.0, r"(?<![\w.])[fgh][ \t]*\([a-z0-9+
 _rule("math:elementary_function", "reason", 1.5, r"(?<![\w.])(?:sin|cos|tan|log|ln|sqrt|exp)[ \t]*\(",
       words=("sin cos tan log ln sqrt exp",), chars=("(",))
 _rule("math:symbols", "reason", 2.0, None, chars=("∫∑∏√π∞≤≥≠±∂",))
-_rule("arithmetic", "reason", 1.5, r"\d[ \t]*[+*/×÷^][ \t]*\(?\d|\d[ \t]+-[ \t]+\d", chars=(_DIGITS, "+*/×÷^-"))
+# A slash between numbers is division, except in a date or a version (05/01/2024, 1/2/3).
+_rule("arithmetic", "reason", 1.5,
+      r"\d[ \t]*[+*×÷^][ \t]*\(?\d|(?<![\d/])\d+[ \t]*/[ \t]*\d+(?![\d/])|\d[ \t]+-[ \t]+\d",
+      chars=(_DIGITS, "+*/×÷^-"))
 _rule("percent", "reason", 1.0, r"\d(?:\.\d+)?[ \t]*%", chars=("%",))
 _rule("percent", "reason", 1.0, None, words=("percent percentage",))
 
@@ -367,6 +379,23 @@ _rule("why_question", "reason", 0.75, r"\bwhy (?:does|do|is|are|did|would|can't|
 _rule("word_problem", "reason", 2.0,
       _first("a|the") + r" (?:train|car|boat|plane|bus|cyclist|runner) (?:leaves|departs|travels)\b"
       r"|\d[ \t]*(?:mph|km/h|kph|miles per hour)\b", words=("mph km kph miles leaves departs travels",))
+
+# Ordering and seating puzzles: "who is the shortest?", "Dan is not at either end".
+_rule("puzzle:ordering", "reason", 2.0,
+      r"\bwho(?: is| was)? (?:the )?(?:shortest|tallest|oldest|youngest|fastest|slowest|heaviest|lightest)\b"
+      r"|\bwho (?:came|finished|sits|is sitting) (?:first|last|in the middle)\b", words=("who",))
+_rule("puzzle:ordering", "reason", 2.0,
+      r"\b(?:either end|next to each other|sit next to|sits next to|directly to the (?:left|right)|round table"
+      r"|in a row)\b", words=("end each sit sits directly round row",))
+_rule("puzzle:comparison", "reason", 1.0,
+      r"\b(?:taller|shorter|older|younger|heavier|lighter|faster|slower) than\b|\bwhich (?:weighs more|is heavier)",
+      words=("than which",))
+# Classic riddle form: "what has keys but can't open locks", "what gets wetter the more it dries".
+_rule("puzzle:riddle_form", "reason", 2.0,
+      r"\bwhat (?:has|have|goes|gets|can|comes|is)\b[^?.\n]{0,60}\b(?:but|the more)\b", words=("what", "but more"))
+_rule("multiple_choice", "reason", 1.5, r"^options:[ \t]*\n[ \t]*(?:\([a-e]\)|- )", words=("options",), flags=_M)
+_rule("tool:", "code", 1.5, r"\b(port)[ \t]+\d{2,5}\b", words=("port",))
+_rule("language:", "code", 1.5, r"^(java|rust|go|ruby|swift|c)[ \t]*[:,-]", words=(_AMBIGUOUS,), flags=_M)
 
 # ---- chat
 _rule("creative_writing", "chat", 2.0,

@@ -23,7 +23,7 @@ from zeta_local.classifier_rules import TASKS, RuleDecision, family, tokenize
 logger = logging.getLogger(__name__)
 
 # Bump when the features change: weights trained on other features are refused at load.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 DIM_BITS = 18
 DIM = 1 << DIM_BITS
 CHAR_NS = (3, 4, 5)
@@ -107,15 +107,14 @@ def extract(text: str, rules: RuleDecision) -> Features:
     words = _word_indices(toks)
     chars = _char_indices(lower)
 
-    # The rules' findings: each fired family once, the three scores, the winner.
+    # The rules' findings: each fired family once and the three scores. Not the rules' winner:
+    # with it the model only learned to copy the rules, and to be sure of "no signal -> chat".
     extra_names = sorted({"r " + family(s) for s in rules.signals})
     extra_values = [1.0] * len(extra_names)
     for task in TASKS:
         evidence = rules.scores[task] - (1.0 if task == "chat" else 0.0)
         extra_names.append("s " + task)
         extra_values.append(min(evidence, _SCORE_CAP) / 3.0)
-    extra_names.append("t " + rules.task)
-    extra_values.append(1.0)
     extra_index = [_word_index(name) for name in extra_names]
 
     # Length-normalised counts (count / sqrt(total)), so a long paste does not swamp the bias.
