@@ -7,6 +7,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,11 +53,15 @@ def test_accuracy_on_labelled_prompts_is_at_least_90_percent():
 
 
 def test_code_fence_is_a_strong_code_signal():
-    """A fenced block is the clearest sign of code, strong enough on its own for full confidence."""
+    """A fenced block is the clearest sign of code, strong enough for the rules to decide alone.
+
+    (Confidence was 1.0 when it was the rules' raw score; it is now the rule stage's calibrated
+    accuracy, which Platt scaling on the tuning prompts keeps just below certainty.)"""
     result = classify("```\nfoo bar baz\n```")
     assert result.task == "code"
     assert "code_fence" in result.signals
-    assert result.confidence == 1.0
+    assert result.stage == "rules"
+    assert result.confidence >= 0.95
 
 
 def test_inline_backticks_count_as_code():
@@ -232,11 +237,13 @@ def test_creative_writing_is_chat(prompt):
 
 
 def test_plain_questions_are_chat_with_no_signals():
-    """Simple factual questions carry no code or reasoning evidence and say so."""
+    """Simple factual questions carry no rule evidence: the learned stage decides, and says so."""
     result = classify("What is the capital of Canada?")
     assert result.task == "chat"
     assert result.signals == ()
-    assert result.reason == "chat: no code or reasoning signals"
+    assert result.stage == "learned"
+    assert result.reason.startswith("chat (learned, ")
+    assert "rules uncertain: no code or reasoning signals" in result.reason
 
 
 def test_code_beats_reason_when_code_is_requested_or_present():
@@ -254,7 +261,8 @@ def test_reason_line_names_every_fired_signal():
     for row in _labelled():
         result = classify(row["prompt"])
         assert isinstance(result.reason, str) and result.reason
-        assert result.reason.startswith(result.task + ": ")
+        prefix = result.task + (" (learned, " if result.stage == "learned" else ": ")
+        assert result.reason.startswith(prefix), result.reason
         for signal in result.signals:
             assert signal in result.reason, (signal, result.reason)
 
@@ -272,11 +280,13 @@ def test_result_shape_is_consistent():
 
 @pytest.mark.parametrize("prompt", ["", " ", "\n\t  \n"])
 def test_empty_and_whitespace_prompts_are_chat_without_signals(prompt):
-    """The router rejects empty prompts itself; the classifier must simply not crash on them."""
+    """The router rejects empty prompts itself; the classifier must simply not crash on them,
+    nor claim to know anything about them."""
     result = classify(prompt)
     assert result.task == "chat"
     assert result.signals == ()
-    assert result.reason == "chat: no code or reasoning signals"
+    assert "no code or reasoning signals" in result.reason
+    assert result.confidence < 0.5
 
 
 def test_same_input_gives_same_output():
@@ -330,3 +340,137 @@ def test_normal_prompts_take_well_under_a_millisecond():
             classify(prompt)
             timings.append(time.perf_counter_ns() - start)
     assert statistics.median(timings) < 1_000_000  # ns; typically tens of microseconds
+
+
+# ---------------------------------------------------------------- two stages, calibration, held-out targets
+#
+# tests/data/classifier/heldout.jsonl is never used to fit anything (rules, weights, gate,
+# calibration): scripts/train_classifier.py reads tuning.jsonl only.
+
+from zeta_local import classifier_eval as ce  # noqa: E402
+from zeta_local import classifier_training as ct  # noqa: E402
+from zeta_local import learned_classifier as lc  # noqa: E402
+
+HELDOUT = ROOT / "tests" / "data" / "classifier" / "heldout.jsonl"
+
+
+@pytest.fixture(scope="module")
+def heldout() -> ce.Evaluation:
+    return ce.evaluate(ce.load_rows(HELDOUT))
+
+
+# The issue's targets. Not met yet (held-out accuracy 0.888, reason recall 0.787, confidence
+# >= 0.9 right 0.950 at the commit that added these); strict, so meeting them fails loudly here.
+_NOT_MET = pytest.mark.xfail(strict=True, reason="issue 11 target not met yet; see the commit message")
+
+
+@_NOT_MET
+def test_heldout_accuracy_is_at_least_97_percent(heldout: ce.Evaluation):
+    assert heldout.accuracy >= 0.97, "\n".join(ce.report_lines("heldout", heldout))
+
+
+@_NOT_MET
+def test_heldout_recall_of_every_task_is_at_least_95_percent(heldout: ce.Evaluation):
+    assert min(heldout.recall.values()) >= 0.95, heldout.recall
+
+
+@_NOT_MET
+def test_heldout_confident_decisions_are_right_98_percent_of_the_time(heldout: ce.Evaluation):
+    assert heldout.high_confidence_accuracy >= 0.98, heldout.high_confidence
+
+
+def test_heldout_floor_holds(heldout: ce.Evaluation):
+    """What the classifier does reach today; a change that falls below it is a regression."""
+    assert heldout.accuracy >= 0.87
+    assert min(heldout.recall.values()) >= 0.75
+    assert heldout.high_confidence_accuracy >= 0.94
+
+
+def test_heldout_calibration_is_sane(heldout: ce.Evaluation):
+    """Confidence means roughly "right that often": a generous bound on the calibration error."""
+    assert heldout.ece < 0.12, "\n".join(ce.report_lines("heldout", heldout, list_wrong=False))
+
+
+# Not met: calibrated on tuning prompts, where the rules (tuned on that part's misses) leave
+# almost only chat without a signal, the learned stage is ~0.96 sure of "no signal -> chat";
+# held-out shows it should not be. Needs calibration that the rule tuning has not seen.
+@pytest.mark.xfail(strict=False, reason="issue 11: no-signal confidence still above 0.9; see the commit message")
+@pytest.mark.parametrize("prompt", ["hmm", "ok so", "tell me something", "What is the capital of Canada?"])
+def test_prompts_without_signals_are_not_confident(prompt):
+    """A prompt with no rule signal used to be chat at 1.00; its confidence must now be honest."""
+    result = classify(prompt)
+    assert result.signals == ()
+    assert result.confidence < 0.9
+
+
+def test_probabilities_sum_to_one_and_match_confidence():
+    for row in _labelled() + ce.load_rows(HELDOUT)[:50]:
+        result = classify(row["prompt"])
+        assert set(result.probabilities) == set(C.TASKS)
+        assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=2e-3)
+        assert result.probabilities[result.task] == result.confidence
+        assert result.task == max(result.probabilities, key=result.probabilities.get)
+
+
+def test_each_stage_names_what_decided():
+    """Rules name their signals; the learned stage names the prompt's words that weighed most."""
+    rules = classify("```python\nprint(1)\n```")
+    assert rules.stage == "rules"
+    assert rules.reason.startswith("code: code_fence") and "(confidence " in rules.reason
+    learned = classify("What is the capital of Canada?")
+    assert learned.stage == "learned"
+    assert learned.evidence and all(f'"{w}"' in learned.reason for w in learned.evidence)
+    assert learned.reason.startswith(f"{learned.task} (learned, {learned.confidence:.2f}): ")
+    assert "rules uncertain" in learned.reason
+    words = set(lc.tokenize(learned.reason.lower()))
+    assert all(set(w.split()) <= words for w in learned.evidence)
+
+
+@pytest.mark.parametrize("prompt", ["\ud800 lone surrogate", "\x00\x01", "\U0001f600" * 3000, "a\u0301" * 10,
+                                    "`" * 7, None, b"bytes", 42])
+def test_classify_never_raises(prompt):
+    result = classify(prompt)  # type: ignore[arg-type]
+    assert result.task in C.TASKS and 0.0 <= result.confidence <= 1.0
+
+
+def test_shipped_weights_load_and_match_the_feature_code():
+    """load() refuses weights whose probe text hashes differently from today's feature code."""
+    model = lc.load()
+    assert model.weights.shape == (len(C.TASKS), lc.DIM)
+    assert 0.0 <= model.gate <= 1.0 and model.temperature > 0
+    assert lc.WEIGHTS_PATH.stat().st_size < 1_000_000
+
+
+def test_training_round_trip_and_determinism(tmp_path):
+    """Train on a tiny set twice: identical weights; written, loaded and used, they agree with the fit."""
+    rows = _labelled()
+    prompts, tasks = [r["prompt"] for r in rows], [r["task"] for r in rows]
+    first = ct.train(prompts, tasks, folds=3, lambdas=(1e-3,))
+    second = ct.train(prompts, tasks, folds=3, lambdas=(1e-3,))
+    assert np.array_equal(first.buckets, second.buckets) and np.array_equal(first.weights, second.weights)
+    assert (first.gate, first.temperature, first.rule_platt) == (second.gate, second.temperature, second.rule_platt)
+    path = tmp_path / "w.npz"
+    ct.write(first, path)
+    model = lc.load(path)
+    data = ct.featurize(prompts[:20], tasks[:20])
+    expected = ct.predict_logits(data, first.buckets, first.weights, first.bias)
+    for i, prompt in enumerate(prompts[:20]):
+        text = C.rules.scan_text(prompt)
+        got = model.logits(lc.extract(text, C.rules.decide(text)))
+        assert np.allclose(got, expected[i], atol=0.05)  # float16 storage
+
+
+def test_load_refuses_weights_from_other_features(tmp_path, monkeypatch):
+    path = tmp_path / "w.npz"
+    ct.write(ct.train([r["prompt"] for r in _labelled()], [r["task"] for r in _labelled()], folds=2,
+                      lambdas=(1e-2,)), path)
+    monkeypatch.setattr(lc, "FEATURE_VERSION", lc.FEATURE_VERSION + 1)
+    with pytest.raises(ValueError):
+        lc.load(path)
+
+
+def test_reliability_table_bins_and_ece():
+    bins, ece = ce.reliability([0.55, 0.55, 0.97, 1.0], [True, False, True, True])
+    counts = {(b.lo, b.hi): b.count for b in bins}
+    assert counts[(0.5, 0.6)] == 2 and counts[(0.95, 1.0)] == 2
+    assert ece == pytest.approx((2 * abs(0.5 - 0.55) + 2 * abs(1.0 - 0.985)) / 4)

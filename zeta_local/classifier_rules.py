@@ -1,0 +1,578 @@
+"""First stage of the prompt classifier: named, weighted rules for `code`, `reason` and `chat`.
+
+Every decision is a sum of named, weighted signals, so a person can read why a prompt went
+where it did. Standard library only. Word and phrase signals come from one tokenising pass
+and set look-ups; the regex signals are compiled at import and each runs only when the prompt
+holds a token or character that could start a match. Only the head and the tail of a long
+prompt are scanned, so the cost is bounded whatever its length.
+
+`decide()` returns the rules' task, scores and a raw `strength` (0..1, how much and how
+one-sided the evidence is); `zeta_local.classifier` decides whether that is enough, and
+calibrates it, or hands the prompt to the learned second stage.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+TASKS = ("code", "reason", "chat")  # "embed" is chosen by calling embed(), never here
+
+# The question and any pasted code or trace are almost always in the first few thousand
+# characters or at the very end; scanning only those bounds the cost of a 1 MB prompt.
+HEAD_CHARS = 4000
+TAIL_CHARS = 1000
+
+# Chat is the default: code or reason must collect at least this much evidence to win,
+# so a lone weak word ("function", "why does") leaves a prompt as chat.
+CHAT_PRIOR = 1.0
+
+# Evidence at or above this (one code fence, one traceback) is a confident decision on its own.
+STRONG_EVIDENCE = 3.0
+
+# With actual code (or an explicit request for code) in the prompt, code beats reason unless
+# reason has more than 1/CODE_OVER_REASON times its score: "write a Python function that
+# computes a derivative" is a code task even though its math words add up.
+CODE_OVER_REASON = 0.5
+_HARD_CODE = ("code_fence", "inline_code", "syntax:", "traceback", "stack_frame", "error_name", "crash",
+              "compiler_error", "error_line", "code_request")
+
+
+@dataclass(frozen=True)
+class RuleDecision:
+    """What the rules found: their task, the fired signals and the evidence behind them."""
+
+    task: str
+    signals: tuple[str, ...]  # winner's signals first, heaviest first
+    scores: dict[str, float]  # summed signal weights; "chat" includes its prior CHAT_PRIOR
+    # 0..1: the winner's evidence over the runner-up's, scaled down when there is little of it.
+    # Chat's prior is not evidence: a prompt with no signal at all has strength 0.
+    strength: float
+
+
+_SIGNAL_TASK: dict[str, str] = {}  # signal family ("language:", "code_fence") -> task
+
+
+def family(signal: str) -> str:
+    head, sep, _ = signal.partition(":")
+    return head + sep
+
+
+def task_of(signal: str) -> str:
+    return _SIGNAL_TASK.get(family(signal), "chat")
+
+
+# ------------------------------------------------------------------ tokens
+#
+# The lower-cased text is split into tokens once (str.translate + split, far cheaper than a
+# regex). Tokens keep "-", "+" and "#" ("trade-offs", "c++", "c#") and drop apostrophes
+# ("what's" -> "whats"); everything else separates tokens.
+
+_SEPARATORS = "!\"$%&()*,./:;<=>?@[\\]^`{|}~\u201c\u201d\u2018\t\n\r\x0b\x0c"
+_TOKEN_TABLE = str.maketrans({**{c: " " for c in _SEPARATORS}, "'": None, "\u2019": None})
+
+
+def tokenize(lower: str) -> list[str]:
+    return lower.translate(_TOKEN_TABLE).split()
+
+
+# ------------------------------------------------------------------ word and phrase signals
+#
+# Each token, and each 2-4 token phrase whose first word is a known phrase start, is looked
+# up here. Families ending in ":" report the word ("language:python"). Ambiguous words ("go",
+# "rust", "java", "pandas", "react", "python") are NOT here: they need context (regex rules below).
+
+_WORDS: dict[str, tuple[str, str, float]] = {}  # single token -> (family, task, weight)
+_PHRASES: dict[str, list[tuple[str, str, str, float]]] = {}  # first token -> [(phrase, family, task, weight)]
+
+# Indirect names reported under the language or tool they stand for.
+_ALIASES = {
+    "goroutine": "go", "goroutines": "go", "golang": "go", "rustc": "rust", "rustup": "rust",
+    "borrow checker": "rust", "jvm": "java", "jdk": "java", "nodejs": "node.js", "node js": "node.js",
+    "cpp": "c++", "python2": "python", "python3": "python", "regexp": "regex", "apis": "api",
+    "postgresql": "postgres", "cargo": "rust",
+}
+
+
+def _lexicon(family: str, task: str, weight: float, words: str) -> None:
+    _SIGNAL_TASK[family] = task
+    for entry in words.split("|"):
+        tokens = tokenize(entry.strip().lower())
+        phrase = " ".join(tokens)
+        if len(tokens) == 1:
+            _WORDS[phrase] = (family, task, weight)
+        else:
+            _PHRASES.setdefault(tokens[0], []).append((phrase, family, task, weight))
+
+
+_lexicon("language:", "code", 1.5,
+         "javascript|typescript|c++|c#|cpp|sql|bash|zsh|kotlin|golang|php|html|css|haskell|scala|perl|powershell|"
+         "lua|elixir|clojure|fortran|cobol|json|yaml|node js|nodejs|jsx|ocaml|erlang|solidity|verilog|vhdl|f#|"
+         "objective-c|groovy|ruby on rails|swiftui|goroutine|goroutines|rustc|rustup|borrow checker|jvm|jdk|"
+         "python2|python3")
+_lexicon("tool:", "code", 1.5,
+         "git|github|gitlab|docker|dockerfile|docker-compose|kubernetes|kubectl|k8s|npm|npx|pytest|unittest|jest|"
+         "webpack|curl|wget|vscode|conda|venv|virtualenv|maven|gradle|nginx|postgres|postgresql|mysql|sqlite|"
+         "mongodb|redis|flask|django|fastapi|numpy|tensorflow|pytorch|regex|regexp|api|apis|graphql|linux|ssh|"
+         "cmake|makefile|llvm|gcc|clang|rails|spring boot|github actions|usestate|useeffect|pip3|jupyter|"
+         "pandas dataframe|terraform|helm|systemd|systemctl|yarn|pnpm|node_modules|package.json|bazel|ansible|nvm|"
+         "crontab|cron job|ssh-keygen|env var|environment variable|undefined reference|command not found|"
+         "bad interpreter|publickey|npm err|unit file|dockerfile")
+_lexicon("keyword:", "code", 1.0,
+         "unit test|unit tests|compile|compiler|compiling|debug|debugging|debugger|refactor|refactoring|"
+         "stack trace|codebase|source code|endpoint|endpoints|backend|frontend|database|linked list|hash map|"
+         "hashmap|binary search|recursion|recursive|async|await|callback|mutex|deadlock|coroutine|coroutines|"
+         "pull request|merge conflict|repository|programming|programmer|syntax|boolean|runtime|interpreter|"
+         "dataframe|variable|variables|array|arrays|script|regular expression|deploy|localhost|bug|code|"
+         "rest api|sql query|query|div|flexbox|stdin|stdout|stderr|virtual environment|dict|dicts|tuple|tuples|csv|"
+         "vlookup|xlookup|excel formula|spreadsheet formula")
+# Everyday phrases built on code words cancel them ("zip code", "stomach bug", "movie script").
+# Each phrase contains the keyword it cancels, so code's score never drops below its other evidence.
+_lexicon("not_code:", "code", -1.0,
+         "zip code|postal code|area code|dress code|promo code|discount code|coupon code|country code|morse code|"
+         "qr code|da vinci code|stomach bug|bed bug|bed bugs|bug bite|bug bites|bug spray|movie script|film script|"
+         "play script|tv script|video script")
+_lexicon("keyword_weak:", "code", 0.5,
+         "function|functions|method|loop|algorithm|integer|string|null|undefined|nan|implement|optimize this|"
+         "class|lambda|program|library|framework|server")
+_lexicon("crash", "code", 3.0,
+         "segfault|segmentation fault|core dumped|stack overflow|null pointer|memory leak|undefined behavior|"
+         "undefined behaviour|double free|use-after-free|index out of range|out of bounds|bus error|kernel panic")
+_lexicon("math:", "reason", 2.0,
+         "countable|uncountable|rational numbers|angle between|celsius|fahrenheit|"
+         "solve|solving|prove|proof|integral|integrate|derivative|derivatives|differentiate|equation|equations|"
+         "inequality|theorem|lemma|probability|expected value|expected number|induction|irrational|prime number|"
+         "factorial|how many ways|permutations|maxima|minima|eigenvalue|eigenvalues|logarithm|square root|"
+         "polynomial|quadratic|calculus|compound interest|standard deviation|variance|divisible|limit of|"
+         "limit as|converge|converges|modulo|hypotenuse|combinatorics")
+_lexicon("math_term:", "reason", 1.0,
+         "calculate|compute|sequence|next number|sum of|product of|angles|area of|volume of|perimeter|ratio|"
+         "dice|coin flips|infinity|estimate|geometry|algebra|arithmetic|divide|multiply|interest rate|"
+         "combinations|elasticity|approaches")
+# Everyday words that are only math in company ("the average lifespan", "the odds are").
+_lexicon("math_weak:", "reason", 0.5, "average|coin|odds|fraction|triangle|radius")
+_lexicon("puzzle:", "reason", 2.0,
+         "knights|knaves|knave|weighing|weighings|balance scale|counterfeit|odd one out|different from the rest|"
+         "logically consistent|fixed order|tells the truth|tell the truth|starting point|lateral thinking|"
+         "switch partners|swap books|trailing zeros|"
+         "riddle|puzzle|brain teaser|logic puzzle|truth-teller|truth teller|knights and knaves|always lies|"
+         "monty hall|prisoner's dilemma|prisoners dilemma|tower of hanoi|sudoku|who is lying|who is telling the truth")
+# "lying" alone is more often about people than about puzzles.
+_lexicon("puzzle_weak:", "reason", 0.75, "lying|liar|liars|lies")
+_lexicon("analysis:", "reason", 2.0,
+         "trade-off|trade-offs|tradeoff|tradeoffs|trade off|trade offs|pros and cons|cost-benefit|cost benefit|"
+         "advantages and disadvantages|expected return|causation|what can i conclude|what can we conclude|"
+         "does that mean|what else could explain|more likely that|fermi|ballpark|reasonable assumptions|"
+         "fewest|minimum number of|maximum number of|roughly how many|approximately how many|estimate how many|"
+         "across a river|river crossing")
+_lexicon("analysis_term:", "reason", 1.0,
+         "compare|comparison|weigh|evaluate|analyze|analyse|analysis|which is better|better option|implications|"
+         "optimal|minimize|minimise|maximize|maximise|hypothesis|justify|what would happen if|explain why|"
+         "explain how|reasoning|deduce|infer|decide|determine|figure out|is it possible|is it better")
+_lexicon("planning:", "reason", 1.5, "strategy|strategies|roadmap|itinerary|prioritize|prioritise")
+_lexicon("planning_term:", "reason", 1.0, "how should i|how should we|risks")
+_lexicon("creative_writing", "chat", 2.0,
+         "screenplay|movie script|film script|play script|tv script|video script")
+_lexicon("small_talk", "chat", 1.0,
+         "how are you|what's your favorite|what's your favourite|what is your favorite|tell me about yourself|"
+         "who are you|can we talk|can we just talk|i feel|i'm feeling|i am feeling")
+
+
+# ------------------------------------------------------------------ regex signals
+#
+# Each rule runs its pattern only when the prompt could match: every group in `words` must
+# share a token with the prompt, every group in `chars` a character, and one of `subs` must
+# be a substring. Set tests cost next to nothing, so most rules are skipped for most prompts.
+# A pattern of None means the gate itself is the signal. `case=True` matches the original text
+# (SQL keywords, CamelCase error names); otherwise the lower-cased text. Patterns avoid nested
+# or overlapping unbounded quantifiers so the cost stays linear in the scanned text.
+
+@dataclass(frozen=True)
+class _Rule:
+    name: str
+    task: str
+    weight: float
+    pattern: re.Pattern[str] | None
+    words: tuple[frozenset[str], ...]
+    chars: tuple[frozenset[str], ...]
+    subs: tuple[str, ...]
+    case: bool
+
+
+_RULES: list[_Rule] = []
+
+
+def _rule(name: str, task: str, weight: float, pattern: str | None, *, words: tuple[str, ...] = (),
+          chars: tuple[str, ...] = (), subs: tuple[str, ...] = (), case: bool = False, flags: int = 0) -> None:
+    """words: groups of space-separated tokens; chars: groups of characters; subs: substrings (any)."""
+    _RULES.append(_Rule(name, task, weight, re.compile(pattern, flags) if pattern else None,
+                        tuple(frozenset(g.split()) for g in words), tuple(frozenset(g) for g in chars),
+                        subs, case))
+    _SIGNAL_TASK[family(name)] = task
+
+
+_M = re.MULTILINE
+_DIGITS = "0123456789"
+_AMBIGUOUS = "java rust go ruby swift c"
+_EXT_ANY = (r"(?:py|pyi|js|mjs|ts|tsx|jsx|rs|go|java|cpp|cc|hpp|c|h|rb|php|cs|kt|swift|sh|sql|json|ya?ml|toml"
+            r"|ini|cfg|lock|csv|ipynb|html|css)")
+_EXT_BARE = r"(?:py|js|ts|rs|txt|md|json|ya?ml|csv|sh|env|gitignore|dockerignore)"
+_PROG_NOUNS = (r"(?:code|programs?|programming|functions?|method|class|structs?|trait|crate|modules?|compiler|library"
+               r"|app|application|project|developer|exception|interface|generics|macro|closure|enum|pointers?|file"
+               r"|script|gem|version|stream|channels?|syntax)\b")
+_LANG_NAMES = (r"(?:java|rust|go|ruby|swift|c|python|javascript|typescript|c\+\+|c#|kotlin|golang|php|scala"
+               r"|haskell|elixir|zig|node(?:\.js)?)")
+
+
+def _first(alternatives: str, not_after: str = r"\w", group: str = "(?:") -> str:
+    """`(?<!not_after)(?:a|b)` written literal-first, as `(?:a|b)(?<!not_after a)(?<!not_after b)`.
+
+    re skips quickly to a pattern's first literal or character set, but tries a leading \\b or
+    lookbehind at every position: on a 4,000-character prompt that is the difference between
+    a few and a few hundred microseconds. Each alternative must be fixed-width."""
+    alts = alternatives.split("|")
+    return group + alternatives + ")" + "".join(f"(?<!{not_after}{a})" for a in alts)
+
+
+_AMBIG_FIRST = _first("java|rust|go|ruby|swift|c", r"[\w.#+-]", "(")
+_LANG_FIRST = _first(r"java|rust|go|ruby|swift|c\+\+|c#|c|python|javascript|typescript|kotlin|golang|php|scala"
+                     r"|haskell|elixir|zig|node\.js|node", r"[\w.#+-]")
+
+# ---- code: syntax
+_rule("code_fence", "code", 3.0, None, chars=("`",), subs=("```",))
+_rule("inline_code", "code", 1.5, r"`[^`\n]{1,120}`", chars=("`",))
+_rule("syntax:def", "code", 2.5, r"^[ \t]*(?:async[ \t]+)?def[ \t]+\w+[ \t]*\(", words=("def",), flags=_M)
+_rule("syntax:class", "code", 2.0,
+      r"^[ \t]*(?:(?:public|abstract|export)[ \t]+)*class[ \t]+\w+[ \t]*(?:[:({<]|extends\b|implements\b)",
+      words=("class",), flags=_M)
+_rule("syntax:import", "code", 2.5,
+      r"^[ \t]*(?:import[ \t]+[\w.]+(?:[ \t]+as[ \t]+\w+)?[ \t]*;?[ \t]*$|from[ \t]+[\w.]+[ \t]+import[ \t]+[\w*(]"
+      r"|import[ \t][^\n]{1,80}[ \t]from[ \t]+['\"]|using[ \t]+namespace[ \t]+\w|package[ \t]+[\w.]+;)",
+      words=("import using package",), flags=_M)
+_rule("syntax:include", "code", 3.0, r"#include[ \t]*[<\"]", chars=("#",), subs=("#include",))
+_rule("syntax:return", "code", 1.5, r"^[ \t]*return\b", words=("return",), flags=_M)
+_rule("syntax:function", "code", 2.5,
+      r"\bfunction[ \t]*\w*[ \t]*\([^)\n]{0,80}\)[ \t]*\{|\bfunc[ \t]+\w+\(|\bfn[ \t]+\w+[ \t]*[<(]",
+      words=("function func fn",), chars=("(",))
+_rule("syntax:arrow", "code", 1.5, None, chars=(">",), subs=("=>",))
+_rule("syntax:sql", "code", 2.5, r"\bSELECT\b[^;]{1,200}?\bFROM\b", words=("select", "from"), case=True)
+_rule("syntax:sql", "code", 2.5,
+      r"\b(?:INSERT\s+INTO|DELETE\s+FROM|CREATE\s+TABLE|ALTER\s+TABLE|GROUP\s+BY"
+      r"|ORDER\s+BY|INNER\s+JOIN|LEFT\s+JOIN)\b|\bUPDATE\s+\w+\s+SET\b",
+      words=("insert update delete create alter group order join",), case=True)
+_rule("syntax:declaration", "code", 2.0,
+      r"^[ \t]*(?:const|let|var|int|char|float|double|auto|bool|void|long|unsigned|static|public|private)"
+      r"[ \t]+[\w*&<>\[\], ]{1,60}?[ \t]*(?:=[^;\n]{0,200};|;|\([^)\n]{0,80}\)[ \t]*\{)",
+      words=("const let var int char float double auto bool void long unsigned static public private",),
+      chars=(";",), flags=_M)
+_rule("syntax:braces_semicolons", "code", 2.0, r";[ \t]*\n[^\n{};]{0,200}[{}]|[{}][^\n{};]{0,200};[ \t]*$",
+      chars=("{}", ";"), flags=_M)
+_rule("syntax:indented_block", "code", 2.0, r"[:{][ \t]*\r?\n(?:\t|[ ]{2,})\S", chars=("\n", ":{"))
+_rule("syntax:assignments", "code", 2.0,
+      r"^[ \t]*[a-z_][\w.\[\]]*[ \t]*=[^=\n]*\n[ \t]*[a-z_][\w.\[\]]*[ \t]*=[^=]", chars=("=", "\n"), flags=_M)
+_rule("syntax:print", "code", 1.5, r"(?<![\w.])(?:print|printf|println!?|console\.log|puts|echo)\(",
+      words=("print printf println println! console puts echo",), chars=("(",))
+_rule("syntax:method_call", "code", 1.0, r"\b[a-z_]\w*\.[a-z_]\w*\(|\b[a-z_]\w*\(\)", chars=("(",))
+_rule("syntax:operator", "code", 1.0, r"==|!=|&&|\|\||\+=|-=|::|->[ \t]*[\w{(]", chars=("=&|:>",))
+_rule("syntax:loop", "code", 2.0,
+      r"\bfor[ \t]+\w+[ \t]+in[ \t]+(?:range|enumerate|zip)\(|\bfor[ \t]*\([^)\n]{0,80};"
+      r"|\bwhile[ \t]*\([^)\n]{0,80}\)[ \t]*\{", words=("for while",), chars=("(",))
+_rule("syntax:shell", "code", 2.0, r"^[ \t]*\$[ \t]+[a-z]", chars=("$",), flags=_M)
+_rule("syntax:shell", "code", 2.0, r"\bsudo[ \t]+\w|\bchmod[ \t]+|\bgrep[ \t]+-|\bapt(?:-get)?[ \t]+install\b",
+      words=("sudo chmod grep apt apt-get",))
+_rule("syntax:cli_flag", "code", 1.0, r"(?<!\S)--[a-z][\w-]+", chars=("-",), subs=("--",))
+_rule("syntax:html", "code", 2.0,
+      r"</?(?:div|span|html|body|head|script|ul|li|table|form|input|button|p|a)\b[^<>\n]{0,80}>", chars=("<",))
+# Matched from the dot, so a long run of word characters is never re-scanned from every start.
+_rule("file_extension", "code", 1.5, r"\.(?:(?<=[a-z0-9_-]\.)" + _EXT_ANY + r"|(?<![\w.]\.)" + _EXT_BARE + r")\b",
+      chars=(".",))
+
+# ---- code: traces and errors
+_rule("traceback", "code", 4.0, None, words=("traceback",), subs=("traceback (most recent call last)",))
+_rule("stack_frame", "code", 3.0, r"^[ \t]+at [\w$.<>]+\([\w.]*(?::\d+)?\)|\bfile \"[^\"\n]{1,200}\", line \d+",
+      words=("at file",), chars=("(\"",), flags=_M)
+_rule("error_name", "code", 3.0, r"\b[A-Z][A-Za-z0-9]*(?:Error|Exception)\b", subs=("Error", "Exception"), case=True)
+_rule("compiler_error", "code", 3.5, r"^[\w./\\-]+:\d+(?::\d+)?:[ \t]*(?:fatal[ \t]+)?(?:error|warning)\b",
+      words=("error warning",), chars=(":",), flags=_M)
+_rule("error_line", "code", 2.0, r"^[ \t]*(?:npm err!|err!|error(?:\[e\d+\])?:|fatal:|warning:|error (?=found|command))",
+      words=("err error fatal warning",), flags=_M)
+_rule("error_message", "code", 1.0,
+      r"\berror:\s|\bexit(?:s|ed)?\s+(?:\w+\s+){0,2}(?:with\s+)?(?:code|status)\s+\d+",
+      words=("error exit exits exited",))
+
+# ---- code: ambiguous language and tool names, which need context
+# "java" (coffee, island), "go", "rust", "ruby", "swift", "c": next to a programming noun, after
+# "learn"/"written in", or next to another language name ("go or rust").
+# One rule per context, each behind its own gate, the common ones written literal-first (_first).
+_rule("language:", "code", 1.5, _AMBIG_FIRST + r"[ \t]+" + _PROG_NOUNS, words=(_AMBIGUOUS,))
+_rule("language:", "code", 1.5,
+      r"\b(?:learn(?:ing)?|written[ \t]+in|programming[ \t]+in|coding[ \t]+in|using)[ \t]+(java|rust|go|ruby|swift)\b",
+      words=("learn learning written programming coding using", _AMBIGUOUS))
+_rule("language:", "code", 1.5, r"(java)(?<!\wjava)\.\w", words=("java",))
+_rule("language:", "code", 1.5,
+      r"(cargo)(?<!\wcargo)[ \t]+(?:build|run|test|add)\b|(go)(?<!\wgo)[ \t]+(?:mod|fmt|vet)\b",
+      words=("cargo go",))
+_rule("language:", "code", 1.5,
+      _AMBIG_FIRST + r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+" + _LANG_NAMES + r"(?![\w+#])"
+      + r"|" + _LANG_FIRST + r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+(java|rust|go|ruby|swift|c)(?![\w+#])",
+      words=(_AMBIGUOUS, "or and vs versus"))
+# After a bare "in" ("in Java?") the weight stays below the chat prior: it could be the island.
+_rule("language_hint:", "code", 0.75, r"\bin[ \t]+(java|rust|go|ruby|swift|c)(?=[ \t]*[,.?!]|[ \t]*$)",
+      words=("in", _AMBIGUOUS), flags=_M)
+_rule("tool:", "code", 1.5,
+      r"\b(pip|yarn|brew|apt)[ \t]+(?:install|uninstall|add|freeze)\b"
+      r"|\b(react)[ \t]+(?:components?|hooks?|app|native|router|state|props)\b"
+      r"|\b(pandas)\b(?=[^\n]{0,40}\b(?:df|dataframe|groupby|series|read_csv|merge)\b)",
+      words=("pip yarn brew apt react pandas",))
+# "commit" is git vocabulary with a determiner, but not "commit to ..." (a promise).
+_rule("keyword:", "code", 1.0, r"\b(?:last|the|a|my|previous|this|that|initial|merge) (commit)s?\b(?! to\b)",
+      words=("commit commits",))
+# An explicit request to produce code ("write a Python function that ...").
+_rule("code_request", "code", 2.0,
+      r"\b(?:write|implement|create|build|generate|give me|show me|code up|need)(?: me)? (?:a |an |the |some )?"
+      r"(?:[\w+#.-]+ ){0,3}?(?:function|script|program|class|method|sql query|query|regex|unit tests?|module|cli"
+      r"|endpoint|snippet|dockerfile|makefile|workflow|unit file|config file|one-liner|cron job)s?\b",
+      words=("write implement create build generate give show code need",))
+
+# ---- reason: math notation
+_rule("math:equation", "reason", 2.0, r"[\w)][ \t]*[-+*/^][ \t]*[\w(][^=\n]{0,40}?(?<![=!<>])=(?!=)[ \t]*-?[\w(]",
+      chars=("=", "+-*/^"))
+_rule("math:variable_term", "reason", 1.0, r"(?<![\w.$])\d+[xyzn](?!\w)", chars=("xyzn", _DIGITS))
+_rule("math:exponent", "reason", 1.5, r"[\w)]\^[\w(-]|[²³]", chars=("^²³",))
+_rule("math:function_notation", "reason", 2.0, r"(?<![\w.])[fgh][ \t]*\([a-z0-9+\-*/ ]{1,15}\)",
+      words=("f g h",), chars=("(",))
+_rule("math:elementary_function", "reason", 1.5, r"(?<![\w.])(?:sin|cos|tan|log|ln|sqrt|exp)[ \t]*\(",
+      words=("sin cos tan log ln sqrt exp",), chars=("(",))
+_rule("math:symbols", "reason", 2.0, None, chars=("∫∑∏√π∞≤≥≠±∂",))
+# A slash between numbers is division, except in a date or a version (05/01/2024, 1/2/3).
+_rule("arithmetic", "reason", 1.5,
+      r"\d[ \t]*[+*×÷^][ \t]*\(?\d|(?<![\d/])\d+[ \t]*/[ \t]*\d+(?![\d/])|\d[ \t]+-[ \t]+\d",
+      chars=(_DIGITS, "+*/×÷^-"))
+_rule("percent", "reason", 1.0, r"\d(?:\.\d+)?[ \t]*%", chars=("%",))
+_rule("percent", "reason", 1.0, None, words=("percent percentage",))
+
+# ---- reason: explicit reasoning, puzzles, planning, word problems
+_rule("step_by_step", "reason", 2.5,
+      r"\bstep[- ]by[- ]step\b|\bshow (?:your|the|all)(?: of your)? work"
+      r"|\b(?:think|reason|work) (?:it |this )?(?:through|out)\b"
+      r"|\bwalk (?:me |us )?through\b|\bexplain (?:your|the) reasoning\b|\blet'?s think\b|\bjustify your answer\b"
+      r"|\bchain of thought\b",
+      words=("step-by-step step show think reason work walk explain lets justify chain",))
+_rule("puzzle_constraint", "reason", 1.5,
+      r"\byou (?:may|can) only\b"
+      r"|\byou (?:may|can) (?:take|ask|open|pick|choose|weigh|move) (?:only )?(?:one|a single)\b"
+      r"|\bonly one (?:question|move|weighing|trip)\b|\byou can (?:only )?\w+ (?:once|twice)\b"
+      r"|\b(?:with|in|using) (?:only )?(?:one|two|three|four|\d+)"
+      r" (?:weighings?|moves?|questions?|tries|attempts|trips)\b",
+      words=("you only weighing weighings move moves question questions tries attempts trips",))
+_rule("logic:syllogism", "reason", 1.5,
+      r"\ball \w+ are \w+[^.?!\n]{0,60}\b(?:all|are|is|therefore|definitely|must|necessarily)\b", words=("all", "are"))
+_rule("logic:conditional", "reason", 1.0, r"\bif\b[^.?!\n]{1,80}\b(?:then|otherwise)\b", words=("if", "then otherwise"))
+# "plan" as a verb ("plan a trip", "draft a plan"), not the noun after an article.
+_rule("planning:", "reason", 1.5,
+      r"(plan)(?<!\wplan)(?<!\bthe plan)(?<!\ba plan)(?<!\bmy plan)(?<!\bour plan)(?<!\byour plan)"
+      r" (?:a|an|my|our|the|out)\b", words=("plan",))
+_rule("planning:", "reason", 1.5,
+      _first("make|create|draft|outline|write|build") + r" (?:a |an |me a )?(?:\w+[- ]){0,2}(plan)\b",
+      words=("plan", "make create draft outline write build"))
+_rule("why_question", "reason", 0.75, r"\bwhy (?:does|do|is|are|did|would|can't|doesn't|isn't)\b", words=("why",))
+_rule("word_problem", "reason", 2.0,
+      _first("a|the") + r" (?:train|car|boat|plane|bus|cyclist|runner) (?:leaves|departs|travels)\b"
+      r"|\d[ \t]*(?:mph|km/h|kph|miles per hour)\b", words=("mph km kph miles leaves departs travels",))
+
+# Ordering and seating puzzles: "who is the shortest?", "Dan is not at either end".
+_rule("puzzle:ordering", "reason", 2.0,
+      r"\bwho(?: is| was)? (?:the )?(?:shortest|tallest|oldest|youngest|fastest|slowest|heaviest|lightest)\b"
+      r"|\bwho (?:came|finished|sits|is sitting) (?:first|last|in the middle)\b", words=("who",))
+_rule("puzzle:ordering", "reason", 2.0,
+      r"\b(?:either end|next to each other|sit next to|sits next to|directly to the (?:left|right)|round table"
+      r"|in a row)\b", words=("end each sit sits directly round row",))
+_rule("puzzle:comparison", "reason", 1.0,
+      r"\b(?:taller|shorter|older|younger|heavier|lighter|faster|slower) than\b|\bwhich (?:weighs more|is heavier)",
+      words=("than which",))
+# Classic riddle form: "what has keys but can't open locks", "what gets wetter the more it dries".
+_rule("puzzle:riddle_form", "reason", 2.0,
+      r"\bwhat (?:has|have|goes|gets|can|comes|is)\b[^?.\n]{0,60}\b(?:but|the more)\b", words=("what", "but more"))
+_rule("multiple_choice", "reason", 1.5, r"^options:[ \t]*\n[ \t]*(?:\([a-e]\)|- )", words=("options",), flags=_M)
+_rule("tool:", "code", 1.5, r"\b(port)[ \t]+\d{2,5}\b", words=("port",))
+_rule("language:", "code", 1.5, r"^(java|rust|go|ruby|swift|c)[ \t]*[:,-]", words=(_AMBIGUOUS,), flags=_M)
+
+# ---- chat
+_rule("creative_writing", "chat", 2.0,
+      r"\b(?:write|compose|draft|give me|tell me|create|make up)(?: me| us)? (?:a |an |some |the )?(?:\w+[ \t]+){0,2}?"
+      r"(?:poem|haiku|limerick|sonnet|story|stories|song|lyrics|joke|jokes|email|letter|essay|toast|speech|message"
+      r"|tweet|caption|slogan|bio|wedding vows|eulogy)\b(?![ \t]+(?:validator|parser|address|regex|client|server|api))",
+      words=("write compose draft give tell create make",))
+_rule("creative_writing", "chat", 2.0, None,
+      words=("poem poems haiku haikus limerick limericks sonnet sonnets lyrics fairy",))
+
+# Index each rule under its first gate, so a prompt only visits the rules it could trigger.
+# Rules gated only by substrings (case-sensitive ones) are always candidates.
+_BY_TOKEN: dict[str, list[int]] = {}
+_BY_CHAR: dict[str, list[int]] = {}
+_ALWAYS: list[int] = []
+for _i, _r in enumerate(_RULES):
+    if _r.words:
+        for _key in _r.words[0]:
+            _BY_TOKEN.setdefault(_key, []).append(_i)
+    elif _r.chars:
+        for _key in _r.chars[0]:
+            _BY_CHAR.setdefault(_key, []).append(_i)
+    else:
+        _ALWAYS.append(_i)
+
+# Set & set iterates the smaller operand; intersecting with a dict would walk the whole dict.
+_WORD_KEYS = frozenset(_WORDS)
+_PHRASE_KEYS = frozenset(_PHRASES)
+_TOKEN_KEYS = frozenset(_BY_TOKEN)
+_CHAR_KEYS = frozenset(_BY_CHAR)
+
+# ---- computed signals (not a single regex)
+_GREETING = re.compile(r"(?:hi|hello|hey|howdy|yo|hiya|good (?:morning|afternoon|evening|night)|thanks|thank you|thx"
+                       r"|ok|okay|bye|goodbye|cheers|nice to meet you)\b")
+_PYTHON = re.compile(r"(?<![\w.])(?:(a|the)[ \t]+)?python(?:[ \t]?[23](?:\.\d+)?)?(?![\w])([ \t]+" + _PROG_NOUNS + ")?")
+_SNAKE_WORDS = frozenset("snake snakes reptile reptiles pythons zoo serpent serpents".split())
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
+_HOW_QUANTITY = re.compile(r"\bhow (?:much|many|long|far|old|fast)\b")
+_SIGNAL_TASK.update({"greeting": "chat", "numbers": "reason", "quantity_question": "reason",
+                     "override:": "code", "language:": "code"})
+
+
+def scan_text(prompt: str) -> str:
+    if len(prompt) <= HEAD_CHARS + TAIL_CHARS:
+        return prompt
+    return prompt[:HEAD_CHARS] + "\n" + prompt[-TAIL_CHARS:]
+
+
+def _collect(text: str) -> dict[str, tuple[str, float]]:
+    """Return every fired signal -> (task, weight). Each signal counts once however often it matches."""
+    lower = text.lower()
+    tokens = tokenize(lower)
+    token_set = set(tokens)
+    char_set = set(lower)
+    fired: dict[str, tuple[str, float]] = {}
+
+    def add(signal: str, task: str, weight: float) -> None:
+        if signal not in fired or fired[signal][1] < weight:
+            fired[signal] = (task, weight)
+
+    # Words, then phrases (only those whose first word occurs, matched on the joined tokens).
+    for token in token_set & _WORD_KEYS:
+        family, task, weight = _WORDS[token]
+        add(family + _ALIASES.get(token, token) if family.endswith(":") else family, task, weight)
+    firsts = token_set & _PHRASE_KEYS
+    if firsts:
+        joined = " " + " ".join(tokens) + " "
+        for first in firsts:
+            for phrase, family, task, weight in _PHRASES[first]:
+                if " " + phrase + " " in joined:
+                    add(family + _ALIASES.get(phrase, phrase) if family.endswith(":") else family, task, weight)
+
+    # Regex rules: only those indexed under a token or character of this prompt, then the rest of
+    # each gate (plain loops: generator expressions here would cost more than the regexes).
+    candidates = set(_ALWAYS)
+    for token in token_set & _TOKEN_KEYS:
+        candidates.update(_BY_TOKEN[token])
+    for char in char_set & _CHAR_KEYS:
+        candidates.update(_BY_CHAR[char])
+    for index in sorted(candidates):
+        rule = _RULES[index]
+        gated = False
+        for group in rule.words:
+            if token_set.isdisjoint(group):
+                gated = True
+                break
+        if gated:
+            continue
+        for group in rule.chars:
+            if char_set.isdisjoint(group):
+                gated = True
+                break
+        if gated:
+            continue
+        haystack = text if rule.case else lower
+        if rule.subs:
+            for sub in rule.subs:
+                if sub in haystack:
+                    break
+            else:
+                continue
+        if rule.pattern is None:
+            add(rule.name, rule.task, rule.weight)
+        elif rule.name.endswith(":"):
+            for m in rule.pattern.finditer(haystack):
+                word = next((g for g in m.groups() if g), m.group(0)).lower()
+                add(rule.name + _ALIASES.get(word, word), rule.task, rule.weight)
+        elif rule.pattern.search(haystack):
+            add(rule.name, rule.task, rule.weight)
+
+    # "python" is the language unless snakes are the topic or it follows an article
+    # without a programming noun after it ("a python sleeping in the sun").
+    if "python" in token_set and token_set.isdisjoint(_SNAKE_WORDS):
+        for m in _PYTHON.finditer(lower):
+            if not m.group(1) or m.group(2):
+                add("language:python", "code", 1.5)
+                break
+
+    if tokens and _GREETING.match(" ".join(tokens[:4])):
+        add("greeting", "chat", 1.0)
+
+    if not char_set.isdisjoint(_DIGITS):
+        numbers = len(_NUMBER.findall(lower))
+        if numbers >= 3:
+            add("numbers", "reason", 1.0)
+        if numbers >= 2 and _HOW_QUANTITY.search(lower):
+            add("quantity_question", "reason", 2.0)
+
+    # A hinted language that also fired with context is counted once, at the higher weight.
+    for sig in [s for s in fired if s.startswith("language_hint:")]:
+        if "language:" + sig.partition(":")[2] in fired:
+            del fired[sig]
+    return fired
+
+
+def strength(task: str, scores: dict[str, float]) -> float:
+    """Separation from the runner-up, scaled down when the win rests on little evidence.
+
+    Chat's prior only decides whether code/reason evidence is enough; it counts neither for
+    chat nor against the others, so a prompt without signals has strength 0, and one strong
+    signal (a code fence, a traceback) with nothing against it has strength 1.
+    """
+    evidence = {t: s - CHAT_PRIOR if t == "chat" else s for t, s in scores.items()}
+    top = evidence[task]
+    if top <= 0:
+        return 0.0
+    if task == "code" and evidence["reason"] > top:  # won through CODE_OVER_REASON: contested
+        return round(top / (top + evidence["reason"]) * min(1.0, top / STRONG_EVIDENCE), 3)
+    second = max(e for t, e in evidence.items() if t != task)
+    return round(max(0.0, min(1.0, (top - second) / top * min(1.0, top / STRONG_EVIDENCE))), 3)
+
+
+def decide(text: str) -> RuleDecision:
+    """Apply the rules to already-scanned text (see scan_text)."""
+    if not text.strip():
+        return RuleDecision("chat", (), {"code": 0.0, "reason": 0.0, "chat": CHAT_PRIOR}, 0.0)
+    fired = _collect(text)
+
+    code = reason = 0.0
+    chat = CHAT_PRIOR
+    hard_code = False
+    for signal, (owner, weight) in fired.items():
+        if owner == "code":
+            code += weight
+            hard_code = hard_code or signal.startswith(_HARD_CODE)
+        elif owner == "reason":
+            reason += weight
+        else:
+            chat += weight
+    scores = {"code": round(code, 3), "reason": round(reason, 3), "chat": round(chat, 3)}
+
+    # Highest score wins; ties go to the more specific task (code, then reason, then chat).
+    task = "code" if code >= reason and code >= chat else "reason" if reason >= chat else "chat"
+    if task == "reason" and hard_code and code >= CHAT_PRIOR and code >= CODE_OVER_REASON * reason:
+        task = "code"
+        fired["override:code_over_reason"] = ("code", 0.0)
+
+    # The winner's signals first, heaviest first, then the outweighed ones.
+    signals = tuple(sorted(fired, key=lambda s: (fired[s][0] != task, -fired[s][1], s)))
+    return RuleDecision(task, signals, scores, strength(task, scores))

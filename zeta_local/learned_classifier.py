@@ -1,0 +1,198 @@
+"""Second stage of the prompt classifier: multinomial logistic regression over hashed n-grams.
+
+It decides the prompts the rules leave uncertain. Features are word uni- and bigrams,
+character 3- to 5-grams (digits folded to 0) and the rules' own findings (which signal
+families fired, their scores, their winner), hashed into DIM buckets with stable hashes
+(zlib.crc32 for words, a numpy polynomial hash for characters; never Python's salted
+hash()), so the same prompt has the same features in every process. Run time needs numpy
+only; the weights, the temperature and the gate live in data/classifier.npz, written by
+scripts/train_classifier.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from zeta_local.classifier_rules import TASKS, RuleDecision, family, tokenize
+
+logger = logging.getLogger(__name__)
+
+# Bump when the features change: weights trained on other features are refused at load.
+FEATURE_VERSION = 2
+DIM_BITS = 18
+DIM = 1 << DIM_BITS
+CHAR_NS = (3, 4, 5)
+WEIGHTS_PATH = Path(__file__).resolve().parent / "data" / "classifier.npz"
+
+# Stored with the weights: its feature indices at training time must equal today's, or the
+# weights would be read against the wrong buckets.
+PROBE = ("Why does `pip install numpy` fail? Traceback: ValueError 3.14 -- who is taller, "
+         "Ann or Bo? Write a haiku. \u00e9\u4e2d\U0001f600")
+
+_MASK64 = (1 << 64) - 1
+_CHAR_BASE = np.uint64(1_000_003)
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the top bits of h * _MIX are well mixed
+_SHIFT = np.uint64(64 - DIM_BITS)
+_UNIGRAM_SALT = np.uint64(0x2545F4914F6CDD1D)
+_BIGRAM_SALT = np.uint64(0x1B873593CC9E2D51)
+# Per-n salts, so that "abc" as a 3-gram and "\0abc" as a 4-gram never share a bucket by design.
+_CHAR_SALT = {n: np.uint64((0x5851F42D4C957F2D * (n + 1)) & _MASK64) for n in CHAR_NS}
+# Words too common to explain anything to a reader (they still count as features).
+_STOP_WORDS = frozenset(
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
+    "these those i me my we our you your he she him her they them their what whom how when where why "
+    "do does did have has had not no so can could would should will just than then there here about into "
+    "over some any all".split())
+# The rules' scores enter as values up to this many STRONG signals' worth.
+_SCORE_CAP = 6.0
+
+
+def _word_index(key: str) -> int:
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) & (DIM - 1)
+
+
+def _word_indices(toks: list[str]) -> np.ndarray:
+    """Buckets of the unigrams (crc32 each), then of the bigrams, mixed from their unigrams'
+    32-bit hashes in numpy: one crc32 call per token instead of two."""
+    h = np.fromiter((zlib.crc32(t.encode("utf-8", "surrogatepass")) for t in toks), dtype=np.uint64,
+                    count=len(toks))
+    with np.errstate(over="ignore"):
+        bigrams = (h[:-1] << np.uint64(32)) ^ h[1:] ^ _BIGRAM_SALT
+        both = np.concatenate([h ^ _UNIGRAM_SALT, bigrams])
+        return ((both * _MIX) >> _SHIFT).astype(np.intp)
+
+
+def _char_indices(lower: str) -> np.ndarray:
+    """Bucket of every character n-gram, vectorised: h = sum c[i+k] * B^(n-1-k), then mixed."""
+    codes = np.frombuffer(lower.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
+    codes[(codes >= 48) & (codes <= 57)] = 48  # every digit is "0": "12 apples" ~ "37 apples"
+    out = []
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps mod 2**64, which is the hash
+        for n in CHAR_NS:
+            if len(codes) < n:
+                continue
+            h = np.full(len(codes) - n + 1, _CHAR_SALT[n], dtype=np.uint64)
+            for k in range(n):
+                h = h * _CHAR_BASE + codes[k:len(codes) - n + 1 + k]
+            out.append((h * _MIX) >> _SHIFT)
+    return np.concatenate(out).astype(np.intp) if out else np.zeros(0, dtype=np.intp)
+
+
+@dataclass(frozen=True)
+class Features:
+    """One prompt's hashed features: bucket, value, and a readable name for the word n-grams."""
+
+    index: np.ndarray  # intp, may repeat (a repeated n-gram counts each time)
+    value: np.ndarray  # float32, same length
+    tokens: tuple[str, ...]  # the first 2 len(tokens) - 1 entries are their uni- then bigrams
+
+    def word_name(self, i: int) -> str:
+        n = len(self.tokens)
+        return self.tokens[i] if i < n else self.tokens[i - n] + " " + self.tokens[i - n + 1]
+
+    @property
+    def n_words(self) -> int:
+        return max(0, 2 * len(self.tokens) - 1)
+
+
+def extract(text: str, rules: RuleDecision) -> Features:
+    """Features of scanned text (classifier_rules.scan_text) and the rules' decision on it."""
+    lower = text.lower()
+    toks = tokenize(lower)
+    words = _word_indices(toks)
+    chars = _char_indices(lower)
+
+    # The rules' findings: each fired family once and the three scores. Not the rules' winner:
+    # with it the model only learned to copy the rules, and to be sure of "no signal -> chat".
+    extra_names = sorted({"r " + family(s) for s in rules.signals})
+    extra_values = [1.0] * len(extra_names)
+    for task in TASKS:
+        evidence = rules.scores[task] - (1.0 if task == "chat" else 0.0)
+        extra_names.append("s " + task)
+        extra_values.append(min(evidence, _SCORE_CAP) / 3.0)
+    extra_index = [_word_index(name) for name in extra_names]
+
+    # Length-normalised counts (count / sqrt(total)), so a long paste does not swamp the bias.
+    word_value = 1.0 / np.sqrt(len(words)) if len(words) else 0.0
+    char_value = 1.0 / np.sqrt(len(chars)) if len(chars) else 0.0
+    index = np.concatenate([words, chars,
+                            np.asarray(extra_index, dtype=np.intp)])
+    value = np.concatenate([np.full(len(words), word_value, dtype=np.float32),
+                            np.full(len(chars), char_value, dtype=np.float32),
+                            np.asarray(extra_values, dtype=np.float32)])
+    return Features(index, value, tuple(toks))
+
+
+@dataclass(frozen=True)
+class Model:
+    """Fitted weights plus what calibrates and gates them (see scripts/train_classifier.py)."""
+
+    weights: np.ndarray  # float32 (len(TASKS), DIM): one contiguous row per task, for fast take()
+    bias: np.ndarray  # float64 (len(TASKS),)
+    temperature: float  # learned logits are divided by this before the softmax
+    gate: float  # rule strength at or above which the rules decide alone
+    rule_platt: tuple[float, float]  # rule confidence = sigmoid(a * strength + b)
+
+    def logits(self, features: Features) -> np.ndarray:
+        return np.array([row.take(features.index) @ features.value for row in self.weights]) + self.bias
+
+    def probabilities(self, features: Features) -> np.ndarray:
+        """Calibrated probability of each task, in TASKS order."""
+        z = self.logits(features) / self.temperature
+        z = np.exp(z - z.max())
+        return z / z.sum()
+
+    def rule_confidence(self, strength: float) -> float:
+        a, b = self.rule_platt
+        return float(1.0 / (1.0 + np.exp(-(a * strength + b))))
+
+    def explain(self, features: Features, task: str, top: int = 3) -> tuple[str, ...]:
+        """The prompt's word n-grams that pushed hardest toward `task` over the other tasks."""
+        n = features.n_words
+        if not n:
+            return ()
+        k = TASKS.index(task)
+        rows = self.weights[:, features.index[:n]]
+        push = rows[k] - np.delete(rows, k, axis=0).mean(axis=0)
+        total: dict[str, float] = {}
+        for i in np.argsort(-push, kind="stable")[: 8 * top]:  # repeats and stop words: look deeper
+            name = features.word_name(int(i))
+            if push[i] > 0 and not set(name.split()) <= _STOP_WORDS:
+                total[name] = total.get(name, 0.0) + float(push[i])
+        return tuple(sorted(total, key=lambda w: -total[w])[:top])
+
+
+def probe_indices() -> np.ndarray:
+    return extract(PROBE, RuleDecision("chat", (), {"code": 0.0, "reason": 0.0, "chat": 1.0}, 0.0)).index
+
+
+def save(path: Path, index: np.ndarray, weights: np.ndarray, bias: np.ndarray, *, temperature: float,
+         gate: float, rule_platt: tuple[float, float], meta: str = "") -> None:
+    """Write the weights sparsely: only the buckets that carry weight, as float16."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        np.savez_compressed(
+            f, feature_version=np.int32(FEATURE_VERSION), dim_bits=np.int32(DIM_BITS),
+            probe=probe_indices().astype(np.uint32), index=index.astype(np.uint32),
+            weights=weights.astype(np.float16), bias=bias.astype(np.float64),
+            temperature=np.float64(temperature), gate=np.float64(gate),
+            rule_platt=np.asarray(rule_platt, dtype=np.float64), meta=np.str_(meta))
+
+
+def load(path: Path = WEIGHTS_PATH) -> Model:
+    """Read a weights file; raises ValueError if it was trained on other features."""
+    with np.load(path, allow_pickle=False) as data:
+        if int(data["feature_version"]) != FEATURE_VERSION or int(data["dim_bits"]) != DIM_BITS:
+            raise ValueError(f"{path}: trained on feature version {int(data['feature_version'])}, "
+                             f"{int(data['dim_bits'])} bits; this code has {FEATURE_VERSION}, {DIM_BITS}")
+        if not np.array_equal(data["probe"].astype(np.intp), probe_indices()):
+            raise ValueError(f"{path}: the feature hashing differs from the one it was trained with")
+        weights = np.zeros((len(TASKS), DIM), dtype=np.float32)
+        weights[:, data["index"].astype(np.intp)] = data["weights"].astype(np.float32)
+        return Model(weights, data["bias"].astype(np.float64), float(data["temperature"]),
+                     float(data["gate"]), tuple(float(x) for x in data["rule_platt"]))
