@@ -12,6 +12,7 @@ import os
 from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
+from zeta_local.affinity import ConversationAffinity
 from zeta_local.backend import Backend, LlamaCppBackend
 from zeta_local.breaker import CircuitBreaker
 from zeta_local.cancel import CancelToken
@@ -57,6 +58,7 @@ class ZetaDynamicRouter:
         breaker = CircuitBreaker(settings.allowed_fails, settings.fail_window_s, settings.cooldown_s)
         self._pool = ModelPool(config, backend, breaker)
         self._chains = ChainWalker(config, self._pool, breaker)
+        self._affinity = ConversationAffinity() if settings.affinity else None
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str] | None = None, *,
@@ -130,12 +132,17 @@ class ZetaDynamicRouter:
             last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user"
                              and m["content"].strip())
             decision = self._decide(last_user, task, model)
+            if self._affinity is not None and model is None:
+                decision = self._affinity.apply(decision, messages, self.config.routes,
+                                                self._pool.healthy)
         budgets = {k: options.pop(k) for k in BUDGET_KEYS if k in options}
         check_budget_overrides(budgets)
         sampling = SamplingOverrides.from_options(options)
         self._check_open()
         prompt = prompt_or_messages if messages is None else None
         events = self._chains.generate(prompt, messages, sampling, decision, budgets, cancel)
+        if self._affinity is not None and messages is not None:
+            events = self._affinity.track(messages, decision, events)
         return Stream(decision, events)
 
     def _decide(self, prompt: str, task: str | None, model: str | None) -> RouteDecision:
