@@ -114,6 +114,12 @@ def test_unknown_key_names_table_and_key(tmp_path: Path, text: str, table: str, 
     ('path = "a.gguf"', 'path = "a.gguf"\nrepeat_penalty = 0', "[models.a] repeat_penalty: must be > 0"),
     ('["generate", "embed"]', '["generate", "think"]', "[models.a] capabilities: unknown capability 'think'"),
     ('["generate", "embed"]', '"generate"', "[models.a] capabilities: must be a list"),
+    ("max_tokens = 32", "uncertain_below = 1.5", "[router] uncertain_below: must be between 0 and 1"),
+    ("max_tokens = 32", "uncertain_below = -0.1", "[router] uncertain_below: must be between 0 and 1"),
+    ("max_tokens = 32", 'uncertain_below = "0.6"', "[router] uncertain_below: must be an integer or a number"),
+    ("max_tokens = 32", 'uncertain_task = "embed"', "[router] uncertain_task: must be a generation task: code, reason, chat"),
+    ("max_tokens = 32", 'uncertain_task = "poetry"', "[router] uncertain_task: must be a generation task"),
+    ("max_tokens = 32", "affinity = 1", "[router] affinity: must be true or false"),
 ])
 def test_wrong_type_or_value_names_the_key(tmp_path: Path, old: str, new: str, fragment: str):
     """Wrong types and out-of-range values say which key and what was expected."""
@@ -208,3 +214,13 @@ def test_flash_attn_in_router_and_per_model(tmp_path: Path):
 def test_bad_flash_attn_names_the_key(tmp_path: Path, old: str, new: str, fragment: str):
     """A flash_attn that is not "auto", true or false is an error naming file, table and key."""
     assert fragment in config_error(tmp_path, GOOD.replace(old, new, 1))
+
+
+def test_escalation_and_affinity_settings(tmp_path: Path):
+    """[router] uncertain_below, uncertain_task and affinity: defaults, and values read typed."""
+    settings = load_config(write(tmp_path, GOOD)).router
+    assert (settings.uncertain_below, settings.uncertain_task, settings.affinity) == (0.6, "reason", True)
+    settings = load_config(write(tmp_path, GOOD.replace(
+        "max_tokens = 32", 'uncertain_below = 0\nuncertain_task = "chat"\naffinity = false'))).router
+    assert (settings.uncertain_below, settings.uncertain_task, settings.affinity) == (0.0, "chat", False)
+    assert isinstance(settings.uncertain_below, float)

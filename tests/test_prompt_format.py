@@ -94,3 +94,20 @@ def test_fault_specs():
     for bad in ("a", "a=raise_after", "a=fail_load:2", "a=melt", "=fail_load"):
         with pytest.raises(InvalidRequest, match="cannot read"):
             parse_faults(bad)
+
+
+def test_plain_writes_an_answer_back_as_the_model_wrote_it():
+    """An earlier answer follows "Answer:" exactly as generated (here a newline first), so that
+    the next turn's prompt starts with the tokens the model's context holds and its KV cache is
+    reused; an answer without leading whitespace gets the usual space."""
+    from zeta_local.prompt_format import render_chat
+
+    turn1 = [{"role": "user", "content": "What does it do?"}]
+    first = render_chat(turn1, "plain", None).text
+    generated = "\nIt sums two numbers.\n"
+    turn2 = render_chat(turn1 + [{"role": "assistant", "content": generated},
+                                 {"role": "user", "content": "Shorter?"}], "plain", None).text
+    assert turn2 == first + generated.rstrip() + "\nQuestion: Shorter?\nAnswer:"
+    trimmed = render_chat(turn1 + [{"role": "assistant", "content": "It sums."},
+                                   {"role": "user", "content": "Shorter?"}], "plain", None).text
+    assert trimmed == "Question: What does it do?\nAnswer: It sums.\nQuestion: Shorter?\nAnswer:"

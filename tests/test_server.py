@@ -124,6 +124,34 @@ def test_a_model_name_means_that_model_alone(serve: Callable[..., Any]):
     assert [a["model"] for a in failed.value.body["zeta"]["attempts"]] == ["second"]
 
 
+def test_a_two_turn_conversation_keeps_its_model(serve: Callable[..., Any]):
+    """Conversation affinity over HTTP: turn 1 (code, streamed: the answering model is recorded
+    at the stream's end) goes to the coder; turn 2, a follow-up the classifier calls chat, stays
+    on the coder, and the zeta object says why. The same follow-up alone goes to chat's model."""
+    server, _ = serve({"coder": {"model": "tiny-a"}, "talker": {"model": "tiny-b"}},
+                      routes={"code": ["coder", "talker"], "chat": ["talker", "coder"]},
+                      router={"uncertain_below": 0})
+    openai_client = client(server)
+    turn1 = [{"role": "user", "content": "def add(a, b):\n    return a + b\n# write a unit test for this in Python"}]
+    chunks = list(openai_client.chat.completions.create(model="auto", messages=turn1, stream=True, **GREEDY))
+    assert {c.model for c in chunks} == {"coder"}
+    answer = "".join(c.choices[0].delta.content or "" for c in chunks)
+    turn2 = turn1 + [{"role": "assistant", "content": answer.strip()},
+                     {"role": "user", "content": "Thanks! Can you say that more briefly?"}]
+    raw = openai_client.chat.completions.with_raw_response.create(model="auto", messages=turn2, **GREEDY)
+    completion = raw.parse()
+    zeta = completion.model_extra["zeta"]
+    assert completion.model == "coder" and raw.headers["x-zeta-model"] == "coder"
+    assert (zeta["task"], zeta["classified_task"], zeta["escalated"], zeta["affinity"]) == (
+        "chat", "chat", False, "coder")
+    assert zeta["route_reason"].startswith("affinity: continues the conversation answered by coder; chat")
+    streamed = list(openai_client.chat.completions.create(model="auto", messages=turn2, stream=True, **GREEDY))
+    assert {c.model for c in streamed} == {"coder"}
+    assert streamed[-1].model_extra["zeta"]["affinity"] == "coder"
+    alone = openai_client.chat.completions.create(model="auto", messages=turn2[-1:], **GREEDY)
+    assert alone.model == "talker" and alone.model_extra["zeta"]["affinity"] is None
+
+
 def test_unknown_model_is_404_naming_the_choices(one_model):
     server, _ = one_model
     with pytest.raises(openai.NotFoundError) as failed:

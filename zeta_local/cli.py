@@ -213,9 +213,10 @@ def _route(args: argparse.Namespace) -> int:
 
     decision = ZetaDynamicRouter(load_config(args.config)).route(args.prompt)
     if args.json:
-        _print_json(asdict(decision))
+        _print_json(asdict(decision) | {"escalated": decision.escalated})
     else:
-        print(f"task:       {decision.task}")
+        print(f"task:       {decision.task}"
+              + (f" (escalated from {decision.classified})" if decision.escalated else ""))
         print(f"chain:      {' -> '.join(decision.chain)}")
         print(f"reason:     {decision.reason}")
         print(f"confidence: {decision.confidence:.2f}")

@@ -29,6 +29,7 @@ TASKS = ("code", "reason", "chat", "embed")
 CAPABILITIES = ("generate", "embed")
 # The capability a model needs to serve each task.
 TASK_CAPABILITY = {"code": "generate", "reason": "generate", "chat": "generate", "embed": "embed"}
+GENERATE_TASKS = tuple(t for t in TASKS if TASK_CAPABILITY[t] == "generate")
 
 CONFIG_ENV = "ZETA_CONFIG"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -110,6 +111,13 @@ class RouterSettings:
     vram_budget: int | None = None
     memory_headroom: int = 1 << 30
     flash_attn: bool | str = "auto"  # every model's, unless its table says otherwise
+    # Escalation ("fail expensive"): a classified request whose confidence is under
+    # `uncertain_below` goes to `uncertain_task`'s chain. 0 turns it off. See routing.py.
+    uncertain_below: float = 0.6
+    uncertain_task: str = "reason"
+    # Conversation affinity: a follow-up turn stays on the model that answered the previous
+    # one, whose context still holds the conversation. See affinity.py.
+    affinity: bool = True
 
 
 @dataclass(frozen=True)
@@ -230,7 +238,8 @@ _ROUTER_SECONDS = ("load_timeout_s", "first_token_timeout_s", "first_token_s_per
                    "stall_timeout_s", "deadline_s", "cancel_grace_s", "fail_window_s", "cooldown_s")
 _ROUTER_SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed")
 _ROUTER_KEYS = _ROUTER_SAMPLING + ("n_threads",) + _ROUTER_SECONDS + (
-    "queue_size", "allowed_fails", "ram_budget", "vram_budget", "memory_headroom", "flash_attn")
+    "queue_size", "allowed_fails", "ram_budget", "vram_budget", "memory_headroom", "flash_attn",
+    "uncertain_below", "uncertain_task", "affinity")
 
 
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:
@@ -260,6 +269,13 @@ def _parse_router(t: _Table) -> RouterSettings:
         vram_budget=_size(t, "vram_budget", allow_auto=True),
         memory_headroom=_size(t, "memory_headroom", allow_auto=False) or d.memory_headroom,
         flash_attn=_flash_attn(t, d.flash_attn),
+        uncertain_below=float(t.take("uncertain_below", (int, float), d.uncertain_below,
+                                     lambda v: None if 0 <= v <= 1 else "must be between 0 and 1 "
+                                     "(a confidence; 0 turns escalation off)")),
+        uncertain_task=t.take("uncertain_task", str, d.uncertain_task,
+                              lambda v: None if v in GENERATE_TASKS else
+                              f"must be a generation task: {', '.join(GENERATE_TASKS)}"),
+        affinity=t.take("affinity", bool, d.affinity),
     )
     t.done(_ROUTER_KEYS)
     return settings

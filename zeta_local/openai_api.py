@@ -234,9 +234,14 @@ def attempts_header(tried: Iterable[tuple[str, str]]) -> str:
 
 
 def zeta_json(result: GenerationResult) -> dict[str, Any]:
-    """What the router did for this answer: the task, why, and every model tried."""
-    return {"task": result.task, "route_reason": result.route.reason,
-            "confidence": round(result.route.confidence, 3),
+    """What the router did for this answer: the task, why, and every model tried.
+    `classified_task` is the classifier's task (null when the request named one); it differs
+    from `task` when an uncertain decision was escalated. `affinity` names the model the
+    conversation continued on, when it did."""
+    route = result.route
+    return {"task": result.task, "route_reason": route.reason,
+            "confidence": round(route.confidence, 3), "classified_task": route.classified,
+            "escalated": route.escalated, "affinity": route.affinity,
             "attempts": attempts_json(result.attempts)}
 
 

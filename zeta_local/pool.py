@@ -122,6 +122,12 @@ class ModelPool:
         return worker is not None and worker.model is not None and not worker.quarantined \
             and self._breaker.cooling_until(name) is None
 
+    def healthy(self, name: str) -> bool:
+        """Not cooling down in the circuit breaker, and its generation worker not quarantined
+        (loaded or not)."""
+        worker = self.workers.get((name, False))
+        return not (worker is not None and worker.quarantined) and self._breaker.cooling_until(name) is None
+
     def any_loaded(self, names: list[str], embedding: bool) -> bool:
         return any(self.loaded_and_healthy(n, embedding) for n in names)
 

@@ -45,13 +45,19 @@ def _plain(messages: list[dict[str, str]]) -> RenderedPrompt:
     # A question-and-answer transcript: of the simple formats we tried on Gemma 3 270M (base),
     # this one gave direct answers most often ("User:/Assistant:" made it echo the question).
     # The turn ends when the model starts writing the next question.
+    # An earlier answer is written back as the model wrote it after "Answer:" (often "\nThe..."
+    # rather than " The..."), so that the next turn's prompt begins with exactly the tokens its
+    # context holds: llama-cpp-python then reuses their KV cache instead of evaluating the
+    # answer again (see affinity.py). An answer without leading whitespace gets the space.
     lines = []
     for m in messages:
         if m["role"] == "system":
             lines.append(m["content"].strip() + "\n")
+        elif m["role"] == "user":
+            lines.append(f"Question: {m['content'].strip()}")
         else:
-            speaker = "Question" if m["role"] == "user" else "Answer"
-            lines.append(f"{speaker}: {m['content'].strip()}")
+            answer = m["content"].rstrip()
+            lines.append(f"Answer:{'' if answer[:1].isspace() else ' '}{answer}")
     return RenderedPrompt("\n".join(lines) + "\nAnswer:", ("\nQuestion:",), "plain")
 
 

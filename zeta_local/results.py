@@ -42,12 +42,24 @@ class Attempt:
 
 @dataclass(frozen=True)
 class RouteDecision:
-    """Which task a request is, which models will be tried in which order, and why."""
+    """Which task a request is, which models will be tried in which order, and why.
+
+    `task` is the task whose chain (or label) the request runs under; `classified` is what the
+    classifier said, None when it did not run (task= given). They differ when an uncertain
+    decision was escalated (`escalated`). `affinity` names the model a conversation continues
+    on, when a follow-up turn stays with the model that answered the turn before."""
 
     task: str
     chain: tuple[str, ...]
     reason: str
     confidence: float = 1.0
+    classified: str | None = None
+    affinity: str | None = None
+
+    @property
+    def escalated(self) -> bool:
+        """Whether the classifier's task was uncertain and the request moved to another chain."""
+        return self.classified is not None and self.classified != self.task
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
+from zeta_local.affinity import ConversationAffinity
 from zeta_local.backend import Backend, LlamaCppBackend
 from zeta_local.breaker import CircuitBreaker
 from zeta_local.cancel import CancelToken
 from zeta_local.chain import ChainWalker
-from zeta_local.classifier import classify
-from zeta_local.config import TASKS, Config, ModelSpec, load_config
+from zeta_local.config import GENERATE_TASKS, Config, ModelSpec, load_config
 from zeta_local.errors import InvalidRequest, UnknownModel
 from zeta_local.faults import ENV_VAR as FAULTS_ENV
 from zeta_local.faults import FaultInjectingBackend, parse_faults
@@ -24,12 +25,11 @@ from zeta_local.pool import ModelPool
 from zeta_local.prompt_format import validate_messages
 from zeta_local.results import (Attempt, Done, EmbeddingResult, GenerationResult, ModelStatus,
                                 RouteDecision, Stream, StreamEvent)
+from zeta_local.routing import decide
 from zeta_local.sampling import SamplingOverrides
 from zeta_local.watchdog import BUDGET_KEYS, check_budget_overrides
 
 log = logging.getLogger(__name__)
-
-GENERATE_TASKS = tuple(t for t in TASKS if t != "embed")
 
 
 class ZetaDynamicRouter:
@@ -58,6 +58,7 @@ class ZetaDynamicRouter:
         breaker = CircuitBreaker(settings.allowed_fails, settings.fail_window_s, settings.cooldown_s)
         self._pool = ModelPool(config, backend, breaker)
         self._chains = ChainWalker(config, self._pool, breaker)
+        self._affinity = ConversationAffinity() if settings.affinity else None
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str] | None = None, *,
@@ -78,17 +79,12 @@ class ZetaDynamicRouter:
     # ---- routing ------------------------------------------------------------------------
 
     def route(self, prompt: str, task: str | None = None) -> RouteDecision:
-        """Decide the task and chain for a prompt without running anything."""
+        """Decide the task and chain for a prompt without running anything (an uncertain
+        classification escalated as routing.py says; no conversation affinity, which needs
+        messages)."""
         _check_prompt(prompt)
-        if task is not None:
-            if task not in GENERATE_TASKS:
-                hint = "; call embed() for embeddings" if task == "embed" else ""
-                raise InvalidRequest(f"unknown task {task!r}; use one of "
-                                     f"{', '.join(GENERATE_TASKS)}{hint}")
-            return RouteDecision(task, self.config.routes[task], "task given by the caller")
-        found = classify(prompt)
-        return RouteDecision(found.task, self.config.routes[found.task], found.reason,
-                             found.confidence)
+        _check_task(task)
+        return decide(prompt, task, self.config)
 
     # ---- generation ---------------------------------------------------------------------
 
@@ -136,23 +132,30 @@ class ZetaDynamicRouter:
             last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user"
                              and m["content"].strip())
             decision = self._decide(last_user, task, model)
+            if self._affinity is not None and model is None:
+                decision = self._affinity.apply(decision, messages, self.config.routes,
+                                                self._pool.healthy)
         budgets = {k: options.pop(k) for k in BUDGET_KEYS if k in options}
         check_budget_overrides(budgets)
         sampling = SamplingOverrides.from_options(options)
         self._check_open()
         prompt = prompt_or_messages if messages is None else None
-        return Stream(decision, self._chains.generate(prompt, messages, sampling, decision, budgets,
-                                                      cancel))
+        events = self._chains.generate(prompt, messages, sampling, decision, budgets, cancel)
+        if self._affinity is not None and messages is not None:
+            events = self._affinity.track(messages, decision, events)
+        return Stream(decision, events)
 
     def _decide(self, prompt: str, task: str | None, model: str | None) -> RouteDecision:
-        """route(); with `model` given, a chain of that model alone, under route()'s task."""
-        decision = self.route(prompt, task)
+        """route(); with `model` given, a chain of that model alone, under the task given or
+        classified (never escalated: the model answers whatever the task)."""
+        _check_prompt(prompt)
+        _check_task(task)
         if model is None:
-            return decision
+            return decide(prompt, task, self.config)
         if "generate" not in self._spec(model).capabilities:
             raise InvalidRequest(f"model {model!r} does not have the 'generate' capability")
-        return RouteDecision(decision.task, (model,), f"model {model} given by the caller",
-                             decision.confidence)
+        decision = decide(prompt, task, self.config, escalate=False)
+        return replace(decision, chain=(model,), reason=f"model {model} given by the caller")
 
     # ---- embeddings ---------------------------------------------------------------------
 
@@ -215,6 +218,12 @@ def _check_prompt(prompt: Any) -> None:
         raise InvalidRequest(f"the prompt must be a string, got {type(prompt).__name__}")
     if not prompt.strip():
         raise InvalidRequest("the prompt is empty; nothing to answer")
+
+
+def _check_task(task: Any) -> None:
+    if task is not None and task not in GENERATE_TASKS:
+        hint = "; call embed() for embeddings" if task == "embed" else ""
+        raise InvalidRequest(f"unknown task {task!r}; use one of {', '.join(GENERATE_TASKS)}{hint}")
 
 
 def _check_messages(messages: Any) -> list[dict[str, str]]:
