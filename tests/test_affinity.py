@@ -266,3 +266,16 @@ def test_the_memory_is_thread_safe():
     for thread in threads:
         thread.join(60)
     assert errors == [] and len(memory) <= 50
+
+
+def test_the_affinity_benchmark_runs(tiny_models, tmp_path):
+    """bench_routing on a generated model, one pair: turn 2 stays on `a` with affinity and goes
+    to `b` without, and `a`'s context holds most of turn 2's prompt. (No timing is asserted.)"""
+    from zeta_local.bench_routing import measure_affinity
+
+    result = measure_affinity(tiny_models["tiny-a"], tmp_path, pairs=1, functions=2, turn1_tokens=8,
+                              turn2_tokens=2)
+    assert result["answered_by"] == {"on": ["a"], "off": ["b"]}
+    assert result["route_reason_on"].startswith("affinity: continues the conversation answered by a")
+    assert 0 < result["kv_prefix_reusable_tokens"] < result["turn2_prompt_tokens"]
+    assert len(result["ttft_ms_on"]) == len(result["ttft_ms_off"]) == 1 and result["ratio_off_over_on"] > 0

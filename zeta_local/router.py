@@ -103,7 +103,9 @@ class ZetaDynamicRouter:
     def chat(self, messages: Sequence[dict[str, str]], task: str | None = None, *,
              model: str | None = None, cancel: CancelToken | None = None,
              **options: Any) -> GenerationResult:
-        """Answer a conversation, formatted with each model's own chat template."""
+        """Answer a conversation, formatted with each model's own chat template. A follow-up
+        turn goes first to the model that answered the turn before, while that model is in
+        the turn's chain and healthy ([router] affinity; see affinity.py)."""
         if isinstance(messages, str):
             raise InvalidRequest("chat() takes a non-empty list of {'role': ..., 'content': ...} "
                                  "messages; use generate() for a plain prompt")
