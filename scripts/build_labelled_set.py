@@ -1,0 +1,130 @@
+"""Assemble the classifier's labelled set from the extracts in tests/data/classifier/sources/.
+
+Writes tests/data/classifier/tuning.jsonl and tests/data/classifier/heldout.jsonl, and
+zeta_local/data/routing_examples.jsonl: the tuning part the package ships for its semantic
+routing stage, without the rows whose licence asks more than attribution (Dolly, CC-BY-SA).
+
+* Every extract is a jsonl file with at least "prompt" and "task"; the file name maps to a
+  source id (SOURCES below).  Extra fields (id, kind, dolly_category) are only provenance.
+* Prompts are deduplicated across all sources on normalised text (Unicode NFKC, casefolded,
+  whitespace collapsed); the first occurrence in SOURCES order wins, and two copies with
+  different labels stop the build.
+* The split is done once, with a fixed seed: within every (task, source) group the rows are
+  ordered by the SHA-256 of their normalised text, shuffled with random.Random(SEED), and the
+  first round(60 %) go to tuning, the rest to held-out.
+* Output is sorted by (source, task, sha) and written with sorted keys, so rerunning gives
+  byte-identical files.  `--check` verifies the committed files instead of writing them.
+
+The held-out file must never be used for tuning: not for rules, training or calibration.
+"""
+import argparse
+import collections
+import hashlib
+import json
+import random
+import sys
+import unicodedata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data" / "classifier"
+SEED = 20240611
+TUNING_SHARE = 0.6
+TASKS = ("code", "reason", "chat")
+PACKAGED = ROOT / "zeta_local" / "data" / "routing_examples.jsonl"
+NOT_PACKAGED = {"dolly-15k"}  # share-alike: kept out of the MIT-licensed package
+
+# file name -> source id, in priority order for deduplication
+SOURCES = [
+    ("zeta_handwritten_v1.jsonl", "zeta-handwritten-v1"),
+    ("zeta_handwritten_v2.jsonl", "zeta-handwritten-v2"),
+    ("gsm8k.jsonl", "gsm8k"),
+    ("bbh.jsonl", "bbh"),
+    ("mbpp.jsonl", "mbpp"),
+    ("humaneval.jsonl", "humaneval"),
+    ("dolly.jsonl", "dolly-15k"),
+]
+
+
+def normalise(text):
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(text.split())
+
+
+def load():
+    seen = {}
+    rows = []
+    dropped = collections.Counter()
+    for name, source in SOURCES:
+        path = DATA / "sources" / name
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            rec = json.loads(line)
+            prompt, task = rec["prompt"], rec["task"]
+            if task not in TASKS or not prompt.strip():
+                sys.exit("%s:%d: bad row" % (name, lineno))
+            key = normalise(prompt)
+            if key in seen:
+                if seen[key] != task:
+                    sys.exit("%s:%d: duplicate with a different label" % (name, lineno))
+                dropped[source] += 1
+                continue
+            seen[key] = task
+            rows.append({"prompt": prompt, "task": task, "source": source,
+                         "_sha": hashlib.sha256(key.encode("utf-8")).hexdigest()})
+    return rows, dropped
+
+
+def split(rows):
+    groups = collections.defaultdict(list)
+    for r in rows:
+        groups[(r["task"], r["source"])].append(r)
+    rng = random.Random(SEED)
+    tuning, heldout = [], []
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda r: r["_sha"])
+        rng.shuffle(group)
+        n = round(len(group) * TUNING_SHARE)
+        tuning += group[:n]
+        heldout += group[n:]
+    return tuning, heldout
+
+
+def render(rows):
+    rows = sorted(rows, key=lambda r: (r["source"], r["task"], r["_sha"]))
+    return "".join(json.dumps({k: r[k] for k in ("prompt", "task", "source")},
+                              ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="verify the files instead of writing them")
+    args = ap.parse_args()
+    rows, dropped = load()
+    tuning, heldout = split(rows)
+    outputs = {DATA / "tuning.jsonl": render(tuning), DATA / "heldout.jsonl": render(heldout),
+               PACKAGED: render([r for r in tuning if r["source"] not in NOT_PACKAGED])}
+    if args.check:
+        bad = [str(p.relative_to(ROOT)) for p, text in outputs.items()
+               if not p.exists() or p.read_text(encoding="utf-8") != text]
+        if bad:
+            sys.exit("out of date: " + ", ".join(bad))
+    else:
+        for p, text in outputs.items():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text, encoding="utf-8")
+    counts = collections.Counter((r["task"], r["source"], s) for s, part in
+                                 (("tuning", tuning), ("heldout", heldout)) for r in part)
+    print("rows: %d (tuning %d, held-out %d); duplicates dropped: %s"
+          % (len(rows), len(tuning), len(heldout), dict(sorted(dropped.items())) or "none"))
+    for task in TASKS:
+        total = sum(v for (t, _, _), v in counts.items() if t == task)
+        print("%-6s %4d (%.1f %%)" % (task, total, 100.0 * total / len(rows)))
+        for _, source in SOURCES:
+            t = counts[(task, source, "tuning")]
+            h = counts[(task, source, "heldout")]
+            if t or h:
+                print("    %-20s %4d  tuning %4d  held-out %4d" % (source, t + h, t, h))
+
+
+if __name__ == "__main__":
+    main()
