@@ -1,0 +1,190 @@
+"""The optional semantic stage: the nearest labelled prompts, by an embedding model already loaded.
+
+It decides only what the rules and the learned stage leave uncertain. The labelled examples
+are embedded once per model file, in the background, and cached on disk; until the index is
+ready the stage simply abstains. Its vote is a similarity-weighted kNN whose sharpness is
+fitted on the examples themselves (leave-one-out), so its confidence means what it says there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from zeta_local.sources import cache_dir
+
+log = logging.getLogger(__name__)
+
+TASKS = ("code", "reason", "chat")
+K = 10  # neighbours that vote
+# A prompt is embedded from its head: the question and any pasted code are there, and the
+# embedding context holds 512 tokens (a character is at most about one token).
+EMBED_CHARS = 480
+BATCH = 16  # examples per embedding request while the index is built
+_TAUS = np.geomspace(0.002, 0.5, 40)  # the softmax temperatures the fit chooses from
+
+Embed = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised rows
+
+
+def packaged_examples() -> list[tuple[str, str]]:
+    """The tuning part of the labelled set, shipped with the package: (prompt, task) pairs."""
+    text = (files("zeta_local") / "data" / "routing_examples.jsonl").read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [(row["prompt"], row["task"]) for row in rows]
+
+
+@dataclass(frozen=True)
+class Vote:
+    task: str
+    probabilities: dict[str, float]
+    nearest: tuple[tuple[str, float], ...]  # (task, cosine similarity) of the closest examples
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.task]
+
+    @property
+    def reason(self) -> str:
+        near = ", ".join(f"{task} {sim:.2f}" for task, sim in self.nearest[:3])
+        return f"{self.task} (semantic, {self.confidence:.2f}): nearest examples {near}"
+
+
+class ExampleIndex:
+    """The examples' unit vectors for one embedding model, and the vote's fitted temperature."""
+
+    def __init__(self, vectors: np.ndarray, labels: np.ndarray, tau: float):
+        self.vectors = vectors.astype(np.float32)
+        self.labels = labels.astype(np.int64)
+        self.tau = float(tau)
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, labels: np.ndarray) -> ExampleIndex:
+        """Choose the temperature that gives the best leave-one-out log-likelihood."""
+        sims = vectors @ vectors.T
+        np.fill_diagonal(sims, -np.inf)  # an example never votes for itself
+        k = min(K, len(labels) - 1)
+        best = min(_TAUS, key=lambda tau: _log_loss(_vote_probabilities(sims, labels, tau, k), labels))
+        return cls(vectors, labels, best)
+
+    def vote(self, vector: np.ndarray) -> Vote:
+        sims = self.vectors @ vector.astype(np.float32)
+        probs = _vote_probabilities(sims[None, :], self.labels, self.tau, min(K, len(self.labels)))[0]
+        nearest = np.argsort(-sims)[:K]
+        best = int(np.argmax(probs))
+        return Vote(TASKS[best], {t: round(float(p), 3) for t, p in zip(TASKS, probs)},
+                    tuple((TASKS[self.labels[i]], round(float(sims[i]), 3)) for i in nearest))
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, vectors=self.vectors, labels=self.labels, tau=np.float64(self.tau))
+        tmp.replace(path)  # a reader never sees half a file
+
+    @classmethod
+    def load(cls, path: Path) -> ExampleIndex | None:
+        try:
+            with np.load(path) as data:
+                return cls(data["vectors"], data["labels"], float(data["tau"]))
+        except (OSError, KeyError, ValueError) as exc:
+            log.warning("ignoring the unreadable semantic index %s: %s", path, exc)
+            return None
+
+
+def _vote_probabilities(sims: np.ndarray, labels: np.ndarray, tau: float, k: int) -> np.ndarray:
+    """Each row's k nearest examples vote with weight exp(similarity / tau); rows sum to 1."""
+    nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    near_sims = np.take_along_axis(sims, nearest, axis=1)
+    weights = np.exp((near_sims - near_sims.max(axis=1, keepdims=True)) / tau)
+    probs = np.zeros((sims.shape[0], len(TASKS)))
+    for task in range(len(TASKS)):
+        probs[:, task] = (weights * (labels[nearest] == task)).sum(axis=1)
+    # A little smoothing: ten examples never make a certainty.
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    return (probs * k + 0.5) / (k + 0.5 * len(TASKS))
+
+
+def _log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.mean(np.log(probs[np.arange(len(labels)), labels])))
+
+
+class SemanticStage:
+    """The examples, one index per embedding model file, and the threads that build them."""
+
+    def __init__(self, examples: Sequence[tuple[str, str]] | None = None, *,
+                 cache_root: Path | None = None):
+        examples = list(examples) if examples is not None else packaged_examples()
+        self.texts = [prompt[:EMBED_CHARS] for prompt, _ in examples]
+        self.labels = np.array([TASKS.index(task) for _, task in examples])
+        digest = hashlib.sha256(json.dumps(examples).encode("utf-8")).hexdigest()[:16]
+        self._digest = digest
+        self._cache_root = cache_root or cache_dir() / "semantic"
+        self._indexes: dict[Path, ExampleIndex] = {}
+        self._building: dict[Path, threading.Thread] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def index_path(self, model_file: Path) -> Path:
+        """One cache file per model file (by path, size and modification time) and example set."""
+        stat = model_file.stat()
+        key = hashlib.sha256(f"{model_file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        return self._cache_root / f"{model_file.stem}-{key.hexdigest()[:12]}-{self._digest}.npz"
+
+    def index(self, model_file: Path, embed: Embed) -> ExampleIndex | None:
+        """The model's index, from memory or disk; None (and a build started) when there is none."""
+        path = self.index_path(model_file)
+        with self._lock:
+            found = self._indexes.get(path)
+            if found is not None or path in self._building or self._stop.is_set():
+                return found
+            if path.exists():
+                found = ExampleIndex.load(path)
+                if found is not None and len(found.labels) == len(self.labels):
+                    self._indexes[path] = found
+                    return found
+            thread = threading.Thread(target=self._build, args=(path, embed), daemon=True,
+                                      name=f"zeta-semantic-index-{model_file.stem}")
+            self._building[path] = thread
+        log.info("building the semantic routing index for %s (%d examples) in the background",
+                 model_file.name, len(self.texts))
+        thread.start()
+        return None
+
+    def _build(self, path: Path, embed: Embed) -> None:
+        try:
+            rows = []
+            for start in range(0, len(self.texts), BATCH):
+                if self._stop.is_set():
+                    return
+                rows.append(embed(self.texts[start:start + BATCH]))
+            index = ExampleIndex.fit(np.concatenate(rows), self.labels)
+            index.save(path)
+            with self._lock:
+                self._indexes[path] = index
+            log.info("semantic routing index ready: %s (temperature %.3f)", path, index.tau)
+        except Exception as exc:  # the stage abstains; routing goes on without it
+            log.warning("could not build the semantic routing index %s: %s", path, exc)
+        finally:
+            with self._lock:
+                self._building.pop(path, None)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait for every build in progress (tests, benchmarks). True when none is left."""
+        with self._lock:
+            threads = list(self._building.values())
+        for thread in threads:
+            thread.join(timeout)
+        return not any(t.is_alive() for t in threads)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop building between two batches; the thread is gone when this returns (or logs)."""
+        self._stop.set()
+        if not self.wait_ready(timeout):
+            log.error("the semantic index build did not stop within %.1f s", timeout)
