@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 
 from zeta_local import ZetaDynamicRouter
-from zeta_local.semantic import TASKS, ExampleIndex, SemanticStage, packaged_examples
+from zeta_local.classifier import classify
+from zeta_local.errors import ConfigError
+from zeta_local.semantic import TASKS, ExampleIndex, SemanticStage, Vote, load_examples
 
 EXAMPLES = [
     ("how do i undo my last git commit", "code"),
@@ -143,8 +146,96 @@ def test_close_stops_a_build_between_batches(gemma_path, tmp_path):
     assert not stage.index_path(gemma_path).exists()
 
 
-def test_packaged_examples_are_labelled_prompts():
-    examples = packaged_examples()
+def test_load_examples_are_labelled_prompts():
+    examples = load_examples()  # the packaged set
     assert len(examples) >= 300
     assert {task for _, task in examples} == set(TASKS)
     assert all(prompt.strip() for prompt, _ in examples)
+
+
+# ---------------------------------------------------------------- in the router
+
+CANDIDATES = ["undo my last git commit please", "cats and mice: three catch three in three minutes, 100 for 100?",
+              "a recipe for banana bread?", "who is the shortest if anna is taller than ben and ben taller than cara",
+              "short poem about rain in autumn", "npm install ERESOLVE error", "thank you in japanese"]
+
+
+@pytest.fixture
+def semantic_config(write_config, gemma_path: Path, tmp_path: Path, monkeypatch):
+    """write(uncertain_below) -> a config whose router votes with EXAMPLES through Gemma."""
+    monkeypatch.setenv("ZETA_CACHE_DIR", str(tmp_path / "cache"))
+    examples = tmp_path / "examples.jsonl"
+    examples.write_text("".join(json.dumps({"prompt": p, "task": t}) + "\n" for p, t in EXAMPLES))
+
+    def write(uncertain_below: float, semantic: bool = True) -> Path:
+        return write_config({"gemma": {"path": str(gemma_path), "n_ctx": 1024}},
+                            router={"uncertain_below": uncertain_below, "semantic_routing": semantic,
+                                    "semantic_examples": str(examples)})
+    return write
+
+
+def _votes(router: ZetaDynamicRouter, gemma_path: Path) -> dict[str, tuple[float, Vote]]:
+    """Each candidate's classifier confidence and the examples' vote, with an index built (and
+    cached on disk, where the router under test finds it) by a stage of its own."""
+    embed = CountingEmbed(router)
+    stage = SemanticStage(EXAMPLES)
+    stage.index(gemma_path, embed)
+    assert stage.wait_ready(120)
+    return {p: (classify(p).confidence, stage.second_opinion(p, gemma_path, embed)) for p in CANDIDATES}
+
+
+def test_an_uncertain_prompt_goes_where_the_examples_vote_when_they_are_sure(semantic_config, gemma_path):
+    with ZetaDynamicRouter.from_toml(semantic_config(0.6)) as router:
+        router.preload("gemma", embedding=True)
+        votes = _votes(router, gemma_path)
+    # The candidate the examples are surest of, relative to the classifier.
+    prompt, (confidence, vote) = max(votes.items(), key=lambda kv: kv[1][1].confidence - kv[1][0])
+    assert vote.confidence > confidence, votes
+
+    threshold = (confidence + vote.confidence) / 2  # the classifier is unsure, the examples are sure
+    with ZetaDynamicRouter.from_toml(semantic_config(threshold)) as router:
+        router.preload("gemma", embedding=True)
+        decision = router.route(prompt)
+    assert decision.task == vote.task and not decision.escalated
+    assert decision.reason.startswith(f"{vote.task} (semantic, ")
+    assert decision.confidence == vote.confidence
+
+    above = min(1.0, vote.confidence + 0.01)  # now the examples are not sure enough either
+    with ZetaDynamicRouter.from_toml(semantic_config(above)) as router:
+        router.preload("gemma", embedding=True)
+        decision = router.route(prompt)
+    assert decision.reason.startswith("uncertain (") and "semantic" not in decision.reason
+
+
+def test_the_stage_never_loads_a_model_and_is_off_by_default(semantic_config, gemma_path):
+    """Without an embedding model already loaded the stage abstains, and loads nothing for it."""
+    with ZetaDynamicRouter.from_toml(semantic_config(0.99)) as router:
+        decision = router.route(CANDIDATES[0])
+        assert router.loaded_models() == []
+        assert "semantic" not in decision.reason
+    with ZetaDynamicRouter.from_toml(semantic_config(0.99, semantic=False)) as router:
+        router.preload("gemma", embedding=True)
+        decision = router.route(CANDIDATES[0])
+        assert "semantic" not in decision.reason
+        assert not [t for t in threading.enumerate() if t.name.startswith("zeta-semantic")]
+
+
+def test_the_first_uncertain_prompt_starts_the_build_and_close_ends_it(semantic_config):
+    with ZetaDynamicRouter.from_toml(semantic_config(0.99)) as router:
+        router.preload("gemma", embedding=True)
+        decision = router.route(CANDIDATES[0])
+        assert decision.reason.startswith("uncertain (")  # the index is not ready yet
+        assert [t for t in threading.enumerate() if t.name.startswith("zeta-semantic")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("zeta-semantic")]
+
+
+def test_a_bad_examples_file_is_named(write_config, gemma_path, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi", "task": "code"}\n{"prompt": "x"}\n')
+    path = write_config({"gemma": {"path": str(gemma_path)}},
+                        router={"semantic_routing": True, "semantic_examples": str(bad)})
+    with pytest.raises(ConfigError, match="bad.jsonl, line 2"):
+        ZetaDynamicRouter.from_toml(path)
+    with pytest.raises(ConfigError, match="semantic_examples"):
+        ZetaDynamicRouter.from_toml(write_config({"gemma": {"path": str(gemma_path)}},
+                                                 router={"semantic_examples": "nowhere.jsonl"}))

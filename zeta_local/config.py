@@ -118,6 +118,10 @@ class RouterSettings:
     # Conversation affinity: a follow-up turn stays on the model that answered the previous
     # one, whose context still holds the conversation. See affinity.py.
     affinity: bool = True
+    # The semantic stage (off by default): when the classifier is under `uncertain_below` and an
+    # embedding model is already loaded, the nearest labelled examples vote. See semantic.py.
+    semantic_routing: bool = False
+    semantic_examples: Path | None = None  # a jsonl of {"prompt", "task"}; None = the packaged set
 
 
 @dataclass(frozen=True)
@@ -239,7 +243,7 @@ _ROUTER_SECONDS = ("load_timeout_s", "first_token_timeout_s", "first_token_s_per
 _ROUTER_SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed")
 _ROUTER_KEYS = _ROUTER_SAMPLING + ("n_threads",) + _ROUTER_SECONDS + (
     "queue_size", "allowed_fails", "ram_budget", "vram_budget", "memory_headroom", "flash_attn",
-    "uncertain_below", "uncertain_task", "affinity")
+    "uncertain_below", "uncertain_task", "affinity", "semantic_routing", "semantic_examples")
 
 
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:
@@ -276,9 +280,23 @@ def _parse_router(t: _Table) -> RouterSettings:
                               lambda v: None if v in GENERATE_TASKS else
                               f"must be a generation task: {', '.join(GENERATE_TASKS)}"),
         affinity=t.take("affinity", bool, d.affinity),
+        semantic_routing=t.take("semantic_routing", bool, d.semantic_routing),
+        semantic_examples=_examples_file(t),
     )
     t.done(_ROUTER_KEYS)
     return settings
+
+
+def _examples_file(t: _Table) -> Path | None:
+    """`semantic_examples`: a path, relative to the config file's folder, that must exist."""
+    value = t.take("semantic_examples", str, None)
+    if value is None:
+        return None
+    path = t.file.parent / Path(value).expanduser()  # an absolute path stays as it is
+    if not path.is_file():
+        t.fail("semantic_examples", f"no file at {path}; give a jsonl of {{\"prompt\", \"task\"}} "
+                                    "rows, or remove the key to use the packaged examples")
+    return path
 
 
 def _sampling(t: _Table, key: str, default: Any) -> Any:

@@ -18,7 +18,7 @@ from zeta_local.breaker import CircuitBreaker
 from zeta_local.cancel import CancelToken
 from zeta_local.chain import ChainWalker
 from zeta_local.config import GENERATE_TASKS, Config, ModelSpec, load_config
-from zeta_local.errors import InvalidRequest, UnknownModel
+from zeta_local.errors import InvalidRequest, UnknownModel, ZetaError
 from zeta_local.faults import ENV_VAR as FAULTS_ENV
 from zeta_local.faults import FaultInjectingBackend, parse_faults
 from zeta_local.pool import ModelPool
@@ -26,10 +26,16 @@ from zeta_local.prompt_format import validate_messages
 from zeta_local.results import (Attempt, Done, EmbeddingResult, GenerationResult, ModelStatus,
                                 RouteDecision, Stream, StreamEvent)
 from zeta_local.routing import decide
+from zeta_local.semantic import SemanticStage, Vote, load_examples
 from zeta_local.sampling import SamplingOverrides
+from zeta_local.sources import find_model_file
 from zeta_local.watchdog import BUDGET_KEYS, check_budget_overrides
 
 log = logging.getLogger(__name__)
+
+# An embedding for the semantic stage waits at most this long (queue included), then the
+# request is routed without it.
+SEMANTIC_DEADLINE_S = 5.0
 
 
 class ZetaDynamicRouter:
@@ -59,6 +65,8 @@ class ZetaDynamicRouter:
         self._pool = ModelPool(config, backend, breaker)
         self._chains = ChainWalker(config, self._pool, breaker)
         self._affinity = ConversationAffinity() if settings.affinity else None
+        self._semantic = SemanticStage(load_examples(settings.semantic_examples)) \
+            if settings.semantic_routing else None
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str] | None = None, *,
@@ -74,7 +82,11 @@ class ZetaDynamicRouter:
 
     def close(self) -> None:
         """Cancel what runs, stop every thread and release every model. Safe to call twice."""
+        if self._semantic is not None:
+            self._semantic.stop()  # before the pool: an index build between batches ends here
         self._pool.close()
+        if self._semantic is not None:
+            self._semantic.close()  # ... and one waiting on an embedding, now refused
 
     # ---- routing ------------------------------------------------------------------------
 
@@ -84,7 +96,23 @@ class ZetaDynamicRouter:
         messages)."""
         _check_prompt(prompt)
         _check_task(task)
-        return decide(prompt, task, self.config)
+        return decide(prompt, task, self.config, second_opinion=self._second_opinion)
+
+    def _second_opinion(self, prompt: str) -> Vote | None:
+        """The semantic stage's vote, with the first embedding model of the embed chain that
+        is already loaded (none is loaded for it); None when off, or no such model is loaded."""
+        name = next((n for n in self.config.routes["embed"] if self._pool.loaded_and_healthy(n, True)), None)
+        if self._semantic is None or name is None:
+            return None
+
+        def embed(texts: list[str]) -> Any:
+            return self._chains.embed(texts, (name,), {"deadline_s": SEMANTIC_DEADLINE_S}, None).vectors
+
+        try:
+            return self._semantic.second_opinion(prompt, find_model_file(self.config.models[name]), embed)
+        except ZetaError as exc:  # the file went away: route without this stage
+            log.info("semantic stage abstains: %s", exc)
+            return None
 
     # ---- generation ---------------------------------------------------------------------
 
@@ -153,7 +181,7 @@ class ZetaDynamicRouter:
         _check_prompt(prompt)
         _check_task(task)
         if model is None:
-            return decide(prompt, task, self.config)
+            return decide(prompt, task, self.config, second_opinion=self._second_opinion)
         if "generate" not in self._spec(model).capabilities:
             raise InvalidRequest(f"model {model!r} does not have the 'generate' capability")
         decision = decide(prompt, task, self.config, escalate=False)

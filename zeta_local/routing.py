@@ -11,19 +11,31 @@ escalation then: the model answers under the classified task's label).
 
 from __future__ import annotations
 
+from typing import Callable
+
 from zeta_local.classifier import Classification, classify
 from zeta_local.config import Config
 from zeta_local.results import RouteDecision
+from zeta_local.semantic import Vote
 
 CALLER_TASK = "task given by the caller"
 
 
-def decide(prompt: str, task: str | None, config: Config, *, escalate: bool = True) -> RouteDecision:
-    """The route of one prompt; `task` (already validated) wins over the classifier."""
+def decide(prompt: str, task: str | None, config: Config, *, escalate: bool = True,
+           second_opinion: Callable[[str], Vote | None] | None = None) -> RouteDecision:
+    """The route of one prompt; `task` (already validated) wins over the classifier.
+
+    `second_opinion` (the semantic stage) is asked only when the classifier is uncertain, and
+    decides only when it is itself sure enough; otherwise the request is escalated."""
     if task is not None:
         return RouteDecision(task, config.routes[task], CALLER_TASK)
     found = classify(prompt)
     settings = config.router
+    if second_opinion is not None and found.confidence < settings.uncertain_below:
+        vote = second_opinion(prompt)
+        if vote is not None and vote.confidence >= settings.uncertain_below:
+            return RouteDecision(vote.task, config.routes[vote.task], f"{vote.reason}; {found.reason}",
+                                 vote.confidence, classified=vote.task)
     if escalate and found.confidence < settings.uncertain_below:
         target = settings.uncertain_task
         return RouteDecision(target, config.routes[target], uncertain_reason(found, target),

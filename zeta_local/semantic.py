@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from zeta_local.errors import ConfigError
 from zeta_local.sources import cache_dir
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,26 @@ _TAUS = np.geomspace(0.002, 0.5, 40)  # the softmax temperatures the fit chooses
 Embed = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised rows
 
 
-def packaged_examples() -> list[tuple[str, str]]:
-    """The tuning part of the labelled set, shipped with the package: (prompt, task) pairs."""
-    text = (files("zeta_local") / "data" / "routing_examples.jsonl").read_text(encoding="utf-8")
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return [(row["prompt"], row["task"]) for row in rows]
+def load_examples(path: Path | None = None) -> list[tuple[str, str]]:
+    """(prompt, task) pairs from a jsonl of {"prompt", "task"} rows; by default the tuning part
+    of the labelled set that the package ships. A bad file is a ConfigError naming the line."""
+    source = path or files("zeta_local") / "data" / "routing_examples.jsonl"
+    examples = []
+    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            prompt, task = row["prompt"], row["task"]
+            if not isinstance(prompt, str) or not prompt.strip() or task not in TASKS:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{source}, line {number}: expected {{\"prompt\": a non-empty string, "
+                                 f"\"task\": one of {', '.join(TASKS)}}}") from None
+        examples.append((prompt, task))
+    if len({task for _, task in examples}) < len(TASKS):
+        raise ConfigError(f"{source}: the semantic examples need prompts of every task: {', '.join(TASKS)}")
+    return examples
 
 
 @dataclass(frozen=True)
@@ -120,7 +136,7 @@ class SemanticStage:
 
     def __init__(self, examples: Sequence[tuple[str, str]] | None = None, *,
                  cache_root: Path | None = None):
-        examples = list(examples) if examples is not None else packaged_examples()
+        examples = list(examples) if examples is not None else load_examples()
         self.texts = [prompt[:EMBED_CHARS] for prompt, _ in examples]
         self.labels = np.array([TASKS.index(task) for _, task in examples])
         digest = hashlib.sha256(json.dumps(examples).encode("utf-8")).hexdigest()[:16]
@@ -175,6 +191,19 @@ class SemanticStage:
             with self._lock:
                 self._building.pop(path, None)
 
+    def second_opinion(self, prompt: str, model_file: Path, embed: Embed) -> Vote | None:
+        """The examples' vote on `prompt`; None while the model's index is being built, or
+        when the embedding fails (routing then goes on without this stage)."""
+        index = self.index(model_file, embed)
+        if index is None:
+            return None
+        try:
+            vector = embed([prompt[:EMBED_CHARS]])[0]
+        except Exception as exc:
+            log.info("semantic stage abstains: embedding the prompt failed: %s", exc)
+            return None
+        return index.vote(vector)
+
     def wait_ready(self, timeout: float) -> bool:
         """Wait for every build in progress (tests, benchmarks). True when none is left."""
         with self._lock:
@@ -183,8 +212,12 @@ class SemanticStage:
             thread.join(timeout)
         return not any(t.is_alive() for t in threads)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop building between two batches; the thread is gone when this returns (or logs)."""
+    def stop(self) -> None:
+        """Build no more: a build in progress ends before its next batch."""
         self._stop.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """stop(), and wait for the build thread to end (an error is logged if it does not)."""
+        self.stop()
         if not self.wait_ready(timeout):
             log.error("the semantic index build did not stop within %.1f s", timeout)
