@@ -12,6 +12,9 @@ routing stage, without the rows whose licence asks more than attribution (Dolly,
 * The split is done once, with a fixed seed: within every (task, source) group the rows are
   ordered by the SHA-256 of their normalised text, shuffled with random.Random(SEED), and the
   first round(60 %) go to tuning, the rest to held-out.
+* Training-only sources (TRAINING_ONLY) are not split: all their rows go to tuning.  They are
+  listed last in SOURCES and take no part in the split (no group, no draw from the generator),
+  so adding or editing them never changes which of the other rows are held out.
 * Output is sorted by (source, task, sha) and written with sorted keys, so rerunning gives
   byte-identical files.  `--check` verifies the committed files instead of writing them.
 
@@ -43,7 +46,11 @@ SOURCES = [
     ("mbpp.jsonl", "mbpp"),
     ("humaneval.jsonl", "humaneval"),
     ("dolly.jsonl", "dolly-15k"),
+    # training-only sources last: a duplicate of an earlier row is dropped here, never there
+    ("zeta_handwritten_v3.jsonl", "zeta-handwritten-v3"),
 ]
+# sources whose rows all go to tuning, leaving the held-out split as it was
+TRAINING_ONLY = {"zeta-handwritten-v3"}
 
 
 def normalise(text):
@@ -55,6 +62,9 @@ def load():
     seen = {}
     rows = []
     dropped = collections.Counter()
+    order = [source in TRAINING_ONLY for _, source in SOURCES]
+    if order != sorted(order):
+        sys.exit("training-only sources must come last in SOURCES")
     for name, source in SOURCES:
         path = DATA / "sources" / name
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -76,10 +86,13 @@ def load():
 
 def split(rows):
     groups = collections.defaultdict(list)
-    for r in rows:
-        groups[(r["task"], r["source"])].append(r)
-    rng = random.Random(SEED)
     tuning, heldout = [], []
+    for r in rows:
+        if r["source"] in TRAINING_ONLY:
+            tuning.append(r)
+        else:
+            groups[(r["task"], r["source"])].append(r)
+    rng = random.Random(SEED)
     for key in sorted(groups):
         group = sorted(groups[key], key=lambda r: r["_sha"])
         rng.shuffle(group)
