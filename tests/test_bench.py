@@ -35,8 +35,18 @@ def test_quick_bench_on_the_tiny_models(tmp_path: Path, write_config: Callable[.
                    "--config", str(config), *(["--skip", "gpu"] if GPU_BUILD else []), timeout=280)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
-    for key in ("machine", "overhead", "failover", "cancel", "memory", "concurrency", "server", "gpu", "roofline"):
+    for key in ("machine", "overhead", "failover", "cancel", "memory", "concurrency", "server", "routing",
+                "gpu", "roofline"):
         assert key in data, key
+    routing = data["routing"]
+    assert routing["classifier"]["prompts"] >= 300 and 0 < routing["classifier"]["accuracy"] <= 1
+    assert sum(b["count"] for b in routing["classifier"]["reliability"]) == routing["classifier"]["prompts"]
+    assert routing["classifier"]["decision_us_4000_chars"].keys() == {"code", "reason", "chat"}
+    assert "--quick" in routing["semantic"]["note"]
+    affinity = routing["affinity"]
+    assert affinity["answered_by"] == {"on": ["a"], "off": ["b"]}, affinity
+    assert affinity["same_answer_on_off"] == affinity["pairs"]
+    assert "held-out prompts" in md.read_text() and "turn 2's first token" in md.read_text()
     overhead = data["overhead"]
     assert overhead["tokens_per_s_ratio"] > 0 and "latency_ms_added" in overhead
     assert overhead["ratio_spread"]["pairs"] >= 12 and overhead["ratio_spread"]["p25"] <= overhead["ratio_spread"]["p75"]
@@ -54,7 +64,7 @@ def test_quick_bench_on_the_tiny_models(tmp_path: Path, write_config: Callable[.
         assert data["server"]["tokens_per_s_ratio"] > 0 and "latency_ms_added_p50" in data["server"]
     else:
         assert "needs the serve extra" in data["server"]["note"]
-    assert "[1/9] machine" in proc.stderr
+    assert "[1/10] machine" in proc.stderr
     assert md.read_text().startswith("# zeta_local benchmark (quick)")
     if plotting:
         assert sorted(p.name for p in plots.iterdir()) == ["failover.png", "overhead.png"]

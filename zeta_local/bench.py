@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from zeta_local.bench_routing import measure_routing
 from zeta_local.bench_baseline import (GREEDY, RecordingBackend, compare_decoding, interleaved,
                                        llama_settings, median_error, percentile, ratio_spread, spread)
 
@@ -61,7 +62,7 @@ STORY_PROMPT = "The history of the Roman Empire is a long story. It began"
 
 def run_bench(config_path: str | None, *, quick: bool, progress: Callable[[str], None],
               skip: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
-    """Every section in turn; those named in `skip` (gpu, server) are only a note."""
+    """Every section in turn; those named in `skip` (gpu, server, routing) are only a note."""
     from zeta_local.config import load_config
     from zeta_local.errors import ZetaError
     from zeta_local.sources import find_model_file
@@ -88,6 +89,7 @@ def run_bench(config_path: str | None, *, quick: bool, progress: Callable[[str],
         ("memory", lambda: _memory(model_path, model_name, tiny)),
         ("concurrency", lambda: _concurrency(tiny, work, 8 if quick else 16, 4 if quick else 8)),
         ("server", lambda: _server(model_path, tiny, work, runs, 48 if quick else 128)),
+        ("routing", lambda: measure_routing(model_path, work, quick=quick, progress=progress)),
         ("gpu", lambda: _gpu(work, quick, progress)),
         ("roofline", None),  # uses overhead's decode speed
     ]
@@ -531,8 +533,48 @@ def to_markdown(r: dict[str, Any]) -> str:
                      f"{row['error_percent']:+.1f} % |")
     from zeta_local.bench_gpu import gpu_markdown
 
+    lines += ["", *_routing_markdown(r.get("routing") or {"note": "not run"})]
     lines += ["", *gpu_markdown(r.get("gpu") or {"note": "not run"})]
     return "\n".join(lines) + "\n"
+
+
+def _routing_markdown(r: dict[str, Any]) -> list[str]:
+    if "note" in r:
+        return [f"Routing: not measured: {r['note']}"]
+    lines = ["| routing | value |", "|---|---|"]
+    c, sem, a = r["classifier"], r["semantic"], r["affinity"]
+    if "note" in c:
+        lines.append(f"| classifier | not measured: {c['note']} |")
+    else:
+        recall = ", ".join(f"{t} {v}" for t, v in c["recall"].items())
+        long = ", ".join(f"{t} {v['p50']} / {v['p99']}" for t, v in c["decision_us_4000_chars"].items())
+        lines += [f"| classifier accuracy on the {c['prompts']} held-out prompts (recall) | "
+                  f"{c['accuracy'] * 100:.1f} % ({recall}) |",
+                  f"| decisions at confidence ≥ 0.9 that are right; calibration error (ECE) | "
+                  f"{c['confident_right']['right']} of {c['confident_right']['of']}; {c['ece']} |",
+                  f"| decision time, held-out prompts (µs, p50 / p99) | "
+                  f"{c['decision_us']['p50_us']} / {c['decision_us']['p99_us']} |",
+                  f"| decision time, 4,000-character prompts (µs, p50 / p99) | {long} |"]
+    if "note" in sem:
+        lines.append(f"| semantic stage | not measured: {sem['note']} |")
+    else:
+        lines += [f"| semantic stage: uncertain prompts / decided by it / right before → after | "
+                  f"{sem['uncertain']} / {sem['decided_by_semantic']} / {sem['of_those_right_classifier']} → "
+                  f"{sem['of_those_right_semantic']} |",
+                  f"| semantic stage: accuracy without → with; route time of an uncertain prompt "
+                  f"(ms, p50 / p99) | {sem['accuracy_classifier'] * 100:.1f} % → {sem['accuracy_with_semantic'] * 100:.1f} %; "
+                  f"{sem['route_ms_uncertain']['p50']} / {sem['route_ms_uncertain']['p99']} |"]
+    if "note" in a:
+        lines.append(f"| affinity | not measured: {a['note']} |")
+    else:
+        lines.append(f"| turn 2's first token with affinity / without ({a['turn2_prompt_tokens']}-token "
+                     f"conversation; ms, median of {a['pairs']} pairs; ratio) | "
+                     f"{a['ttft_ms_on_median']} / {a['ttft_ms_off_median']} ({a['ratio_off_over_on']}×) |")
+    if "reliability" in c:
+        lines += ["", "| confidence | held-out prompts | right | mean confidence |", "|---|---|---|---|"]
+        lines += [f"| {b['bin']} | {b['count']} | {b['accuracy'] * 100:.1f} % | {b['mean_confidence']} |"
+                  for b in c["reliability"] if b["count"]]
+    return lines
 
 
 def _same(o: dict[str, Any]) -> str:

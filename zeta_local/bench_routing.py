@@ -1,5 +1,11 @@
-"""What conversation affinity buys: the time to the first token of a conversation's second turn,
-with affinity on and off, on one real model.
+"""The `routing` section of `zeta-local bench`: how well and how fast requests are routed.
+
+- The classifier on the held-out part of the labelled set (tests/data/classifier/, so a
+  checkout's): accuracy, recall, the reliability table, and its decision time.
+- The semantic stage on the same prompts: what it changes among the uncertain ones, and what
+  it costs (full runs only: the examples are embedded once, then cached).
+- Conversation affinity: the time to the first token of a conversation's second turn, with
+  affinity on and off, on one real model (below).
 
 Two router entries, "a" and "b", on the same GGUF file (one copy of the weights, a context
 each). Turn 1 (a long-ish pasted file and a question about it: code) goes to "a"; turn 2 (a
@@ -26,6 +32,105 @@ from pathlib import Path
 from typing import Any, Callable
 
 FOLLOW_UP = "Thanks! Can you say that more briefly?"
+HELD_OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "classifier" / "heldout.jsonl"
+
+
+def measure_routing(model_path: Path, work: Path, *, quick: bool,
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The whole section; parts that cannot run here say why in a `note`."""
+    out: dict[str, Any] = {}
+    if HELD_OUT.exists():
+        from zeta_local.classifier_eval import load_rows
+
+        rows = load_rows(HELD_OUT)
+        out["classifier"] = measure_classifier(rows, reps=10 if quick else 50)
+        out["semantic"] = {"note": "full runs only (--quick skips it)"} if quick else \
+            measure_semantic(model_path, work, rows, progress)
+    else:
+        out["classifier"] = out["semantic"] = {
+            "note": f"no labelled set at {HELD_OUT}: run the bench from a checkout of the repository"}
+    from zeta_local.errors import ZetaError
+    from zeta_local.gguf_info import read_gguf_info
+
+    # The pasted file is about 85 tokens a function for a real tokenizer; the generated test
+    # models spend a token a character and hold 2,048, so they get a file of one function.
+    functions = 14 if (read_gguf_info(model_path).context_length or 0) >= 4096 else 1
+    try:
+        out["affinity"] = measure_affinity(model_path, work, pairs=3 if quick else 7,
+                                           functions=functions, progress=progress)
+    except ZetaError as exc:
+        out["affinity"] = {"note": f"could not run on {model_path.name}: {exc}"}
+    return out
+
+
+def measure_classifier(rows: list[dict[str, str]], reps: int) -> dict[str, Any]:
+    """Accuracy, recall, reliability and decision time on labelled rows (the held-out part)."""
+    from zeta_local.classifier_eval import evaluate, latency, long_prompts
+
+    ev = evaluate(rows)
+    long = {task: latency([prompt], max(reps, 200)) for task, prompt in long_prompts(rows).items()}
+    return {
+        "prompts": ev.n, "accuracy": round(ev.accuracy, 4),
+        "recall": {t: round(r, 3) for t, r in ev.recall.items()},
+        "precision": {t: round(p, 3) for t, p in ev.precision.items()},
+        "reliability": [{"bin": f"[{b.lo:.2f}, {b.hi:.2f}{']' if b.hi == 1 else ')'}", "count": b.count,
+                         "accuracy": round(b.accuracy, 3), "mean_confidence": round(b.mean_confidence, 3)}
+                        for b in ev.bins],
+        "ece": round(ev.ece, 4),
+        "confident_right": {"right": ev.high_confidence[0], "of": ev.high_confidence[1]},
+        "stages": ev.stages,
+        "decision_us": {k: round(v, 1) for k, v in latency([r["prompt"] for r in rows], reps).items()},
+        "decision_us_4000_chars": {t: {"p50": round(v["p50_us"], 1), "p99": round(v["p99_us"], 1)}
+                                   for t, v in long.items()},
+    }
+
+
+def measure_semantic(model_path: Path, work: Path, rows: list[dict[str, str]],
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The classifier alone vs with the semantic stage (model_path embedding), on `rows`."""
+    from zeta_local import ZetaDynamicRouter
+    from zeta_local.classifier import classify
+    from zeta_local.config import load_config
+
+    config = work / "routing-semantic.toml"
+    config.write_text(f'[router]\nsemantic_routing = true\n\n[models.m]\npath = {json.dumps(str(model_path))}\n'
+                      'capabilities = ["generate", "embed"]\n\n'
+                      '[routes]\ncode = ["m"]\nreason = ["m"]\nchat = ["m"]\nembed = ["m"]\n')
+    with ZetaDynamicRouter(load_config(config)) as router:
+        threshold = router.config.router.uncertain_below
+        router.preload("m", embedding=True)
+        started = time.perf_counter()
+        router.route("index, please")  # starts the examples' embedding (or finds it cached)
+        router._semantic.wait_ready(1800)
+        index_s = time.perf_counter() - started
+        if progress:
+            progress(f"semantic index ready in {index_s:.1f} s")
+        uncertain = decided = right_before = right_after = 0
+        timings = []
+        for row in rows:
+            found = classify(row["prompt"])
+            if found.confidence >= threshold:
+                continue
+            uncertain += 1
+            t0 = time.perf_counter()
+            decision = router.route(row["prompt"])
+            timings.append((time.perf_counter() - t0) * 1000)
+            if "(semantic," in decision.reason:
+                decided += 1
+                right_before += found.task == row["task"]
+                right_after += decision.task == row["task"]
+    timings.sort()
+    correct = sum(classify(r["prompt"]).task == r["task"] for r in rows)
+    return {
+        "prompts": len(rows), "uncertain": uncertain, "decided_by_semantic": decided,
+        "of_those_right_classifier": right_before, "of_those_right_semantic": right_after,
+        "accuracy_classifier": round(correct / len(rows), 4),
+        "accuracy_with_semantic": round((correct - right_before + right_after) / len(rows), 4),
+        "index_build_s": round(index_s, 1),
+        "route_ms_uncertain": {"p50": round(statistics.median(timings), 1) if timings else None,
+                               "p99": round(timings[min(len(timings) - 1, int(0.99 * len(timings)))], 1)
+                               if timings else None},
+    }
 
 
 def pasted_file(functions: int = 14) -> str:

@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", parents=[common],
                            help="measure overhead, failover, cancel, memory, concurrency, server, gpu, roofline")
     bench.add_argument("--quick", action="store_true", help="fewer runs: under two minutes on 2 cores")
-    bench.add_argument("--skip", action="append", default=[], choices=("gpu", "server"), metavar="SECTION",
+    bench.add_argument("--skip", action="append", default=[], choices=("gpu", "server", "routing"), metavar="SECTION",
                        help="leave out a section (gpu or server); repeatable")
     bench.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
     bench.add_argument("--markdown", type=Path, metavar="PATH", help="write them as markdown tables")
