@@ -25,6 +25,21 @@ __all__ = ["TASKS", "Classification", "classify"]
 
 _NO_SIGNALS = "no code or reasoning signals"
 
+# A prompt with no rule signal and no word that names a topic ("hmm", "can you help me with
+# this?", "what do you think", "fix it") gives any stage too little to go on: its
+# probabilities are pulled toward even (VAGUE_SHRINK of the way), so it stays under the
+# escalation threshold whatever the learned stage leans to. A policy, not a fit: the labelled
+# set calls such prompts chat, but the next message may well be code or a puzzle.
+VAGUE_SHRINK = 2 / 3
+_NOT_A_TOPIC = frozenset(
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
+    "these those i im me my we our you your u ur he she him her they them their what whats how when where why "
+    "who which do does did have has had not no so can could would should will just than then there here about "
+    "any all some something anything thing things stuff help please pls tell say know think want need like "
+    "look see ok okay yes yeah yep no nope hmm hm um uh well sure right go going get got one more again now "
+    "question questions idea ideas thoughts opinion mean meant really very quite also too maybe lol fix solve explain "
+    "problem issue work works working wrong right correct better best way try trying doing done make do".split())
+
 
 @dataclass(frozen=True)
 class Classification:
@@ -36,12 +51,16 @@ class Classification:
     confidence: float  # calibrated probability that `task` is right; == probabilities[task]
     # Every task's probability, summing to 1.
     probabilities: dict[str, float]
-    stage: str = "rules"  # "rules", or "learned" when the rules were not sure enough
+    # "rules"; "learned" when the rules were not sure enough; "vague" when the prompt gave
+    # neither stage enough to go on (the learned stage's lean, made unsure)
+    stage: str = "rules"
     evidence: tuple[str, ...] = ()  # learned stage: the prompt's words that weighed most
 
     @property
     def reason(self) -> str:
         """One human-readable line saying what decided the task."""
+        if self.stage == "vague":
+            return f"{self.task} ({self.confidence:.2f}): too little to go on: no rule signal, no word that names a topic"
         if self.stage == "learned":
             words = ", ".join(f'"{w}"' for w in self.evidence) or "no telling words"
             rule_part = ", ".join(self.signals) if self.signals else _NO_SIGNALS
@@ -90,11 +109,18 @@ def _classify(prompt: str) -> Classification:
 
     features = learned.extract(text, decision)
     p = model.probabilities(features)
+    vague = not decision.signals and not _names_a_topic(features.tokens)
+    if vague:
+        p = (1 - VAGUE_SHRINK) * p + VAGUE_SHRINK / len(TASKS)
     task = TASKS[int(p.argmax())]
     probabilities = _rounded({t: float(x) for t, x in zip(TASKS, p)}, task)
     signals = tuple(sorted(decision.signals, key=lambda s: task_of(s) != task))  # stable: keeps weight order
     return Classification(task, signals, decision.scores, probabilities[task], probabilities,
-                          "learned", model.explain(features, task))
+                          "vague" if vague else "learned", model.explain(features, task))
+
+
+def _names_a_topic(tokens: tuple[str, ...]) -> bool:
+    return any(t not in _NOT_A_TOPIC and not t.isdigit() for t in tokens)
 
 
 def _from_rules(decision: rules.RuleDecision, confidence: float) -> Classification:
