@@ -35,7 +35,9 @@ SEED = 20240611
 TUNING_SHARE = 0.6
 TASKS = ("code", "reason", "chat")
 PACKAGED = ROOT / "zeta_local" / "data" / "routing_examples.jsonl"
-NOT_PACKAGED = {"dolly-15k"}  # share-alike: kept out of the MIT-licensed package
+# kept out of the MIT-licensed package: share-alike (Dolly, Natural Questions) or a licence that
+# asks for its own text to travel with copies (self-instruct, Apache-2.0)
+NOT_PACKAGED = {"dolly-15k", "nq-open", "self-instruct-seed"}
 
 # file name -> source id, in priority order for deduplication
 SOURCES = [
@@ -48,9 +50,16 @@ SOURCES = [
     ("dolly.jsonl", "dolly-15k"),
     # training-only sources last: a duplicate of an earlier row is dropped here, never there
     ("zeta_handwritten_v3.jsonl", "zeta-handwritten-v3"),
+    ("gsm8k_train.jsonl", "gsm8k-train"),
+    ("bbh_extra.jsonl", "bbh-extra"),
+    ("mbpp_extra.jsonl", "mbpp-extra"),
+    ("humaneval_extra.jsonl", "humaneval-extra"),
+    ("self_instruct_seed.jsonl", "self-instruct-seed"),
+    ("nq_open.jsonl", "nq-open"),
 ]
 # sources whose rows all go to tuning, leaving the held-out split as it was
-TRAINING_ONLY = {"zeta-handwritten-v3"}
+TRAINING_ONLY = {"zeta-handwritten-v3", "gsm8k-train", "bbh-extra", "mbpp-extra",
+                 "humaneval-extra", "self-instruct-seed", "nq-open"}
 
 
 def normalise(text):
