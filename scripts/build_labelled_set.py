@@ -50,6 +50,7 @@ SOURCES = [
     ("dolly.jsonl", "dolly-15k"),
     # training-only sources last: a duplicate of an earlier row is dropped here, never there
     ("zeta_handwritten_v3.jsonl", "zeta-handwritten-v3"),
+    ("zeta_handwritten_v4a.jsonl", "zeta-handwritten-v4a"),
     ("gsm8k_train.jsonl", "gsm8k-train"),
     ("bbh_extra.jsonl", "bbh-extra"),
     ("mbpp_extra.jsonl", "mbpp-extra"),
@@ -58,7 +59,7 @@ SOURCES = [
     ("nq_open.jsonl", "nq-open"),
 ]
 # sources whose rows all go to tuning, leaving the held-out split as it was
-TRAINING_ONLY = {"zeta-handwritten-v3", "gsm8k-train", "bbh-extra", "mbpp-extra",
+TRAINING_ONLY = {"zeta-handwritten-v3", "zeta-handwritten-v4a", "gsm8k-train", "bbh-extra", "mbpp-extra",
                  "humaneval-extra", "self-instruct-seed", "nq-open"}
 
 
