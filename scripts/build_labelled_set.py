@@ -48,9 +48,10 @@ SOURCES = [
     ("dolly.jsonl", "dolly-15k"),
     # training-only sources last: a duplicate of an earlier row is dropped here, never there
     ("zeta_handwritten_v3.jsonl", "zeta-handwritten-v3"),
+    ("zeta_handwritten_v4b.jsonl", "zeta-handwritten-v4b"),
 ]
 # sources whose rows all go to tuning, leaving the held-out split as it was
-TRAINING_ONLY = {"zeta-handwritten-v3"}
+TRAINING_ONLY = {"zeta-handwritten-v3", "zeta-handwritten-v4b"}
 
 
 def normalise(text):
