@@ -1,8 +1,9 @@
 """Assemble the classifier's labelled set from the extracts in tests/data/classifier/sources/.
 
 Writes tests/data/classifier/tuning.jsonl and tests/data/classifier/heldout.jsonl, and
-zeta_local/data/routing_examples.jsonl: the tuning part the package ships for its semantic
-routing stage, without the rows whose licence asks more than attribution (Dolly, CC-BY-SA).
+zeta_local/data/routing_examples.jsonl: a seeded sample of the tuning part that the package
+ships for its semantic routing stage, without the rows whose licence asks more than
+attribution (NOT_PACKAGED).
 
 * Every extract is a jsonl file with at least "prompt" and "task"; the file name maps to a
   source id (SOURCES below).  Extra fields (id, kind, dolly_category) are only provenance.
@@ -38,6 +39,9 @@ PACKAGED = ROOT / "zeta_local" / "data" / "routing_examples.jsonl"
 # kept out of the MIT-licensed package: share-alike (Dolly, Natural Questions) or a licence that
 # asks for its own text to travel with copies (self-instruct, Apache-2.0)
 NOT_PACKAGED = {"dolly-15k", "nq-open", "self-instruct-seed"}
+# The semantic stage embeds every packaged example once per embedding model, which takes
+# minutes on a CPU: the package ships a seeded sample, this many per task.
+PACKAGED_PER_TASK = 250
 
 # file name -> source id, in priority order for deduplication
 SOURCES = [
@@ -51,6 +55,7 @@ SOURCES = [
     # training-only sources last: a duplicate of an earlier row is dropped here, never there
     ("zeta_handwritten_v3.jsonl", "zeta-handwritten-v3"),
     ("zeta_handwritten_v4a.jsonl", "zeta-handwritten-v4a"),
+    ("zeta_handwritten_v4b.jsonl", "zeta-handwritten-v4b"),
     ("gsm8k_train.jsonl", "gsm8k-train"),
     ("bbh_extra.jsonl", "bbh-extra"),
     ("mbpp_extra.jsonl", "mbpp-extra"),
@@ -59,8 +64,8 @@ SOURCES = [
     ("nq_open.jsonl", "nq-open"),
 ]
 # sources whose rows all go to tuning, leaving the held-out split as it was
-TRAINING_ONLY = {"zeta-handwritten-v3", "zeta-handwritten-v4a", "gsm8k-train", "bbh-extra", "mbpp-extra",
-                 "humaneval-extra", "self-instruct-seed", "nq-open"}
+TRAINING_ONLY = {"zeta-handwritten-v3", "zeta-handwritten-v4a", "zeta-handwritten-v4b", "gsm8k-train",
+                 "bbh-extra", "mbpp-extra", "humaneval-extra", "self-instruct-seed", "nq-open"}
 
 
 def normalise(text):
@@ -112,6 +117,17 @@ def split(rows):
     return tuning, heldout
 
 
+def packaged_sample(tuning):
+    """PACKAGED_PER_TASK rows of each task, drawn with SEED from the packageable tuning rows."""
+    rng = random.Random(SEED)
+    sample = []
+    for task in TASKS:
+        rows = sorted((r for r in tuning if r["task"] == task and r["source"] not in NOT_PACKAGED),
+                      key=lambda r: r["_sha"])
+        sample += rng.sample(rows, min(PACKAGED_PER_TASK, len(rows)))
+    return sample
+
+
 def render(rows):
     rows = sorted(rows, key=lambda r: (r["source"], r["task"], r["_sha"]))
     return "".join(json.dumps({k: r[k] for k in ("prompt", "task", "source")},
@@ -125,7 +141,7 @@ def main():
     rows, dropped = load()
     tuning, heldout = split(rows)
     outputs = {DATA / "tuning.jsonl": render(tuning), DATA / "heldout.jsonl": render(heldout),
-               PACKAGED: render([r for r in tuning if r["source"] not in NOT_PACKAGED])}
+               PACKAGED: render(packaged_sample(tuning))}
     if args.check:
         bad = [str(p.relative_to(ROOT)) for p, text in outputs.items()
                if not p.exists() or p.read_text(encoding="utf-8") != text]
