@@ -192,7 +192,9 @@ class _Rule:
     name: str
     task: str
     weight: float
-    pattern: re.Pattern[str] | None
+    # Alternatives, any of which fires the rule: (compiled, at_start). at_start: only tried at
+    # position 0 (re.match), the string-start half of a line-anchored pattern (see _line).
+    patterns: tuple[tuple[re.Pattern[str], bool], ...]
     words: tuple[frozenset[str], ...]
     chars: tuple[frozenset[str], ...]
     subs: tuple[str, ...]
@@ -202,13 +204,70 @@ class _Rule:
 _RULES: list[_Rule] = []
 
 
-def _rule(name: str, task: str, weight: float, pattern: str | None, *, words: tuple[str, ...] = (),
-          chars: tuple[str, ...] = (), subs: tuple[str, ...] = (), case: bool = False, flags: int = 0) -> None:
-    """words: groups of space-separated tokens; chars: groups of characters; subs: substrings (any)."""
-    _RULES.append(_Rule(name, task, weight, re.compile(pattern, flags) if pattern else None,
+class _Line(str):
+    """A pattern that must start at a line start (MULTILINE `^`), written without its `^`."""
+
+
+def _rule(name: str, task: str, weight: float, pattern: str | _Line | list[str | _Line] | None, *,
+          words: tuple[str, ...] = (), chars: tuple[str, ...] = (), subs: tuple[str, ...] = (),
+          case: bool = False, flags: int = 0) -> None:
+    r"""words: groups of space-separated tokens; chars: groups of characters; subs: substrings (any).
+
+    A list of patterns is their alternation, run as separate searches: each can then start with
+    its own literal, which re finds with a fast substring scan instead of trying every position.
+    A _Line pattern runs as `\n(?:body)` plus a match at position 0, for the same reason."""
+    alternatives = [] if pattern is None else pattern if isinstance(pattern, list) else [pattern]
+    compiled: list[tuple[re.Pattern[str], bool]] = []
+    for alt in alternatives:
+        if isinstance(alt, _Line):
+            compiled.append((re.compile(alt, flags), True))
+            compiled.append((re.compile(r"\n(?:" + alt + ")", flags), False))
+        else:
+            compiled.append((re.compile(alt, flags), False))
+    _RULES.append(_Rule(name, task, weight, tuple(compiled),
                         tuple(frozenset(g.split()) for g in words), tuple(frozenset(g) for g in chars),
                         subs, case))
     _SIGNAL_TASK[family(name)] = task
+
+
+def _top_level(pattern: str) -> list[str]:
+    """Split a pattern on its top-level `|` (not inside a group or a character class)."""
+    parts, depth, start, i, in_class = [], 0, 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1:i + 2] == "]":
+                i += 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    return parts + [pattern[start:]]
+
+
+def _lb(alternatives: str, not_after: str = r"\w") -> list[str]:
+    r"""`\b(?:a|b)rest` as separate literal-first searches `a(?<!\wa)rest`, `b(?<!\wb)rest`.
+
+    Each alternative is `literal` or `literal<regex>`, where the literal is its leading run of
+    letters, digits, spaces and escaped dots; it must not end in a quantified character."""
+    out = []
+    for alt in _top_level(alternatives):
+        m = re.match(r"(?:[A-Za-z0-9_ '!-]|\\\.)+", alt)
+        lit = m.group(0)
+        if alt[len(lit):len(lit) + 1] in ("?", "*", "+", "{"):
+            lit = lit[:-2] if lit.endswith("\\.") else lit[:-1]
+        out.append(lit + f"(?<!{not_after}{lit})" + alt[len(lit):])
+    return out
 
 
 _M = re.MULTILINE
@@ -497,14 +556,20 @@ def _collect(text: str) -> dict[str, tuple[str, float]]:
                     break
             else:
                 continue
-        if rule.pattern is None:
+        if not rule.patterns:
             add(rule.name, rule.task, rule.weight)
         elif rule.name.endswith(":"):
-            for m in rule.pattern.finditer(haystack):
-                word = next((g for g in m.groups() if g), m.group(0)).lower()
-                add(rule.name + _ALIASES.get(word, word), rule.task, rule.weight)
-        elif rule.pattern.search(haystack):
-            add(rule.name, rule.task, rule.weight)
+            for pattern, at_start in rule.patterns:
+                for m in ((pattern.match(haystack),) if at_start else pattern.finditer(haystack)):
+                    if m is None:
+                        continue
+                    word = next((g for g in m.groups() if g), m.group(0)).lower()
+                    add(rule.name + _ALIASES.get(word, word), rule.task, rule.weight)
+        else:
+            for pattern, at_start in rule.patterns:
+                if (pattern.match(haystack) if at_start else pattern.search(haystack)) is not None:
+                    add(rule.name, rule.task, rule.weight)
+                    break
 
     # "python" is the language unless snakes are the topic or it follows an article
     # without a programming noun after it ("a python sleeping in the sun").
