@@ -300,46 +300,46 @@ _LANG_FIRST = _first(r"java|rust|go|ruby|swift|c\+\+|c#|c|python|javascript|type
 # ---- code: syntax
 _rule("code_fence", "code", 3.0, None, chars=("`",), subs=("```",))
 _rule("inline_code", "code", 1.5, r"`[^`\n]{1,120}`", chars=("`",))
-_rule("syntax:def", "code", 2.5, r"^[ \t]*(?:async[ \t]+)?def[ \t]+\w+[ \t]*\(", words=("def",), flags=_M)
+_rule("syntax:def", "code", 2.5, _Line(r"[ \t]*(?:async[ \t]+)?def[ \t]+\w+[ \t]*\("), words=("def",), flags=_M)
 _rule("syntax:class", "code", 2.0,
-      r"^[ \t]*(?:(?:public|abstract|export)[ \t]+)*class[ \t]+\w+[ \t]*(?:[:({<]|extends\b|implements\b)",
+      _Line(r"[ \t]*(?:(?:public|abstract|export)[ \t]+)*class[ \t]+\w+[ \t]*(?:[:({<]|extends\b|implements\b)"),
       words=("class",), flags=_M)
 _rule("syntax:import", "code", 2.5,
-      r"^[ \t]*(?:import[ \t]+[\w.]+(?:[ \t]+as[ \t]+\w+)?[ \t]*;?[ \t]*$|from[ \t]+[\w.]+[ \t]+import[ \t]+[\w*(]"
-      r"|import[ \t][^\n]{1,80}[ \t]from[ \t]+['\"]|using[ \t]+namespace[ \t]+\w|package[ \t]+[\w.]+;)",
+      _Line(r"[ \t]*(?:import[ \t]+[\w.]+(?:[ \t]+as[ \t]+\w+)?[ \t]*;?[ \t]*$|from[ \t]+[\w.]+[ \t]+import[ \t]+[\w*(]"
+            r"|import[ \t][^\n]{1,80}[ \t]from[ \t]+['\"]|using[ \t]+namespace[ \t]+\w|package[ \t]+[\w.]+;)"),
       words=("import using package",), flags=_M)
 _rule("syntax:include", "code", 3.0, r"#include[ \t]*[<\"]", chars=("#",), subs=("#include",))
-_rule("syntax:return", "code", 1.5, r"^[ \t]*return\b", words=("return",), flags=_M)
+_rule("syntax:return", "code", 1.5, _Line(r"[ \t]*return\b"), words=("return",), flags=_M)
 _rule("syntax:function", "code", 2.5,
-      r"\bfunction[ \t]*\w*[ \t]*\([^)\n]{0,80}\)[ \t]*\{|\bfunc[ \t]+\w+\(|\bfn[ \t]+\w+[ \t]*[<(]",
+      _lb(r"function[ \t]*\w*[ \t]*\([^)\n]{0,80}\)[ \t]*\{|func[ \t]+\w+\(|fn[ \t]+\w+[ \t]*[<(]"),
       words=("function func fn",), chars=("(",))
 _rule("syntax:arrow", "code", 1.5, None, chars=(">",), subs=("=>",))
-_rule("syntax:sql", "code", 2.5, r"\bSELECT\b[^;]{1,200}?\bFROM\b", words=("select", "from"), case=True)
+_rule("syntax:sql", "code", 2.5, _lb(r"SELECT\b[^;]{1,200}?\bFROM\b"), words=("select", "from"), case=True)
 _rule("syntax:sql", "code", 2.5,
-      r"\b(?:INSERT\s+INTO|DELETE\s+FROM|CREATE\s+TABLE|ALTER\s+TABLE|GROUP\s+BY"
-      r"|ORDER\s+BY|INNER\s+JOIN|LEFT\s+JOIN)\b|\bUPDATE\s+\w+\s+SET\b",
+      _lb(r"INSERT\s+INTO\b|DELETE\s+FROM\b|CREATE\s+TABLE\b|ALTER\s+TABLE\b|GROUP\s+BY\b"
+          r"|ORDER\s+BY\b|INNER\s+JOIN\b|LEFT\s+JOIN\b|UPDATE\s+\w+\s+SET\b"),
       words=("insert update delete create alter group order join",), case=True)
 _rule("syntax:declaration", "code", 2.0,
-      r"^[ \t]*(?:const|let|var|int|char|float|double|auto|bool|void|long|unsigned|static|public|private)"
-      r"[ \t]+[\w*&<>\[\], ]{1,60}?[ \t]*(?:=[^;\n]{0,200};|;|\([^)\n]{0,80}\)[ \t]*\{)",
+      _Line(r"[ \t]*(?:const|let|var|int|char|float|double|auto|bool|void|long|unsigned|static|public|private)"
+            r"[ \t]+[\w*&<>\[\], ]{1,60}?[ \t]*(?:=[^;\n]{0,200};|;|\([^)\n]{0,80}\)[ \t]*\{)"),
       words=("const let var int char float double auto bool void long unsigned static public private",),
       chars=(";",), flags=_M)
 _rule("syntax:braces_semicolons", "code", 2.0, r";[ \t]*\n[^\n{};]{0,200}[{}]|[{}][^\n{};]{0,200};[ \t]*$",
       chars=("{}", ";"), flags=_M)
 _rule("syntax:indented_block", "code", 2.0, r"[:{][ \t]*\r?\n(?:\t|[ ]{2,})\S", chars=("\n", ":{"))
 _rule("syntax:assignments", "code", 2.0,
-      r"^[ \t]*[a-z_][\w.\[\]]*[ \t]*=[^=\n]*\n[ \t]*[a-z_][\w.\[\]]*[ \t]*=[^=]", chars=("=", "\n"), flags=_M)
-_rule("syntax:print", "code", 1.5, r"(?<![\w.])(?:print|printf|println!?|console\.log|puts|echo)\(",
+      _Line(r"[ \t]*[a-z_][\w.\[\]]*[ \t]*=[^=\n]*\n[ \t]*[a-z_][\w.\[\]]*[ \t]*=[^=]"), chars=("=", "\n"), flags=_M)
+_rule("syntax:print", "code", 1.5, _lb(r"print\(|printf\(|println!?\(|console\.log\(|puts\(|echo\(", r"[\w.]"),
       words=("print printf println println! console puts echo",), chars=("(",))
 _rule("syntax:method_call", "code", 1.0, r"\b[a-z_]\w*\.[a-z_]\w*\(|\b[a-z_]\w*\(\)", chars=("(",))
 _rule("syntax:operator", "code", 1.0, r"==|!=|&&|\|\||\+=|-=|::|->[ \t]*[\w{(]", chars=("=&|:>",))
 _rule("syntax:loop", "code", 2.0,
-      r"\bfor[ \t]+\w+[ \t]+in[ \t]+(?:range|enumerate|zip)\(|\bfor[ \t]*\([^)\n]{0,80};"
-      r"|\bwhile[ \t]*\([^)\n]{0,80}\)[ \t]*\{", words=("for while",), chars=("(",))
-_rule("syntax:shell", "code", 2.0, r"^[ \t]*\$[ \t]+[a-z]", chars=("$",), flags=_M)
-_rule("syntax:shell", "code", 2.0, r"\bsudo[ \t]+\w|\bchmod[ \t]+|\bgrep[ \t]+-|\bapt(?:-get)?[ \t]+install\b",
+      _lb(r"for[ \t]+\w+[ \t]+in[ \t]+(?:range|enumerate|zip)\(|for[ \t]*\([^)\n]{0,80};"
+          r"|while[ \t]*\([^)\n]{0,80}\)[ \t]*\{"), words=("for while",), chars=("(",))
+_rule("syntax:shell", "code", 2.0, _Line(r"[ \t]*\$[ \t]+[a-z]"), chars=("$",), flags=_M)
+_rule("syntax:shell", "code", 2.0, _lb(r"sudo[ \t]+\w|chmod[ \t]+|grep[ \t]+-|apt(?:-get)?[ \t]+install\b"),
       words=("sudo chmod grep apt apt-get",))
-_rule("syntax:cli_flag", "code", 1.0, r"(?<!\S)--[a-z][\w-]+", chars=("-",), subs=("--",))
+_rule("syntax:cli_flag", "code", 1.0, r"--(?<!\S--)[a-z][\w-]+", chars=("-",), subs=("--",))
 _rule("syntax:html", "code", 2.0,
       r"</?(?:div|span|html|body|head|script|ul|li|table|form|input|button|p|a)\b[^<>\n]{0,80}>", chars=("<",))
 # Matched from the dot, so a long run of word characters is never re-scanned from every start.
