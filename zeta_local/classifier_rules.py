@@ -199,6 +199,7 @@ class _Rule:
     chars: tuple[frozenset[str], ...]
     subs: tuple[str, ...]
     case: bool
+    reverse: bool = False  # patterns run on haystack[::-1] (a boolean rule only)
 
 
 _RULES: list[_Rule] = []
@@ -206,6 +207,10 @@ _RULES: list[_Rule] = []
 
 class _Line(str):
     """A pattern that must start at a line start (MULTILINE `^`), written without its `^`."""
+
+
+class _Reversed(str):
+    """A pattern matched against the reversed text (the rule's pattern spelled backwards)."""
 
 
 def _rule(name: str, task: str, weight: float, pattern: str | _Line | list[str | _Line] | None, *,
@@ -218,6 +223,7 @@ def _rule(name: str, task: str, weight: float, pattern: str | _Line | list[str |
     A _Line pattern runs as `\n(?:body)` plus a match at position 0, for the same reason."""
     alternatives = [] if pattern is None else pattern if isinstance(pattern, list) else [pattern]
     compiled: list[tuple[re.Pattern[str], bool]] = []
+    reverse = any(isinstance(alt, _Reversed) for alt in alternatives)
     for alt in alternatives:
         if isinstance(alt, _Line):
             compiled.append((re.compile(alt, flags), True))
@@ -226,7 +232,7 @@ def _rule(name: str, task: str, weight: float, pattern: str | _Line | list[str |
             compiled.append((re.compile(alt, flags), False))
     _RULES.append(_Rule(name, task, weight, tuple(compiled),
                         tuple(frozenset(g.split()) for g in words), tuple(frozenset(g) for g in chars),
-                        subs, case))
+                        subs, case, reverse))
     _SIGNAL_TASK[family(name)] = task
 
 
@@ -348,85 +354,106 @@ _rule("file_extension", "code", 1.5, r"\.(?:(?<=[a-z0-9_-]\.)" + _EXT_ANY + r"|(
 
 # ---- code: traces and errors
 _rule("traceback", "code", 4.0, None, words=("traceback",), subs=("traceback (most recent call last)",))
-_rule("stack_frame", "code", 3.0, r"^[ \t]+at [\w$.<>]+\([\w.]*(?::\d+)?\)|\bfile \"[^\"\n]{1,200}\", line \d+",
+_rule("stack_frame", "code", 3.0,
+      [_Line(r"[ \t]+at [\w$.<>]+\([\w.]*(?::\d+)?\)"), *_lb(r"file \"[^\"\n]{1,200}\", line \d+")],
       words=("at file",), chars=("(\"",), flags=_M)
-_rule("error_name", "code", 3.0, r"\b[A-Z][A-Za-z0-9]*(?:Error|Exception)\b", subs=("Error", "Exception"), case=True)
-_rule("compiler_error", "code", 3.5, r"^[\w./\\-]+:\d+(?::\d+)?:[ \t]*(?:fatal[ \t]+)?(?:error|warning)\b",
+# `\b[A-Z][A-Za-z0-9]*(?:Error|Exception)\b`, matched on the reversed text so that it starts with
+# the literal ("rorrE"): forwards it would be tried at every capital letter's position.
+_rule("error_name", "code", 3.0, [_Reversed(f"{w}(?<!\\w{w})[A-Za-z0-9]*[A-Z]\\b") for w in ("rorrE", "noitpecxE")],
+      subs=("Error", "Exception"), case=True)
+_rule("compiler_error", "code", 3.5, _Line(r"[\w./\\-]+:\d+(?::\d+)?:[ \t]*(?:fatal[ \t]+)?(?:error|warning)\b"),
       words=("error warning",), chars=(":",), flags=_M)
-_rule("error_line", "code", 2.0, r"^[ \t]*(?:npm err!|err!|error(?:\[e\d+\])?:|fatal:|warning:|error (?=found|command))",
+_rule("error_line", "code", 2.0,
+      _Line(r"[ \t]*(?:npm err!|err!|error(?:\[e\d+\])?:|fatal:|warning:|error (?=found|command))"),
       words=("err error fatal warning",), flags=_M)
 _rule("error_message", "code", 1.0,
-      r"\berror:\s|\bexit(?:s|ed)?\s+(?:\w+\s+){0,2}(?:with\s+)?(?:code|status)\s+\d+",
+      _lb(r"error:\s|exit(?:s|ed)?\s+(?:\w+\s+){0,2}(?:with\s+)?(?:code|status)\s+\d+"),
       words=("error exit exits exited",))
 
 # ---- code: ambiguous language and tool names, which need context
 # "java" (coffee, island), "go", "rust", "ruby", "swift", "c": next to a programming noun, after
 # "learn"/"written in", or next to another language name ("go or rust").
 # One rule per context, each behind its own gate, the common ones written literal-first (_first).
-_rule("language:", "code", 1.5, _AMBIG_FIRST + r"[ \t]+" + _PROG_NOUNS, words=(_AMBIGUOUS,))
+# Split into one search per word: a match (word, blanks, noun) holds no other match's start, so
+# the separate searches find the same words as the one alternation.
 _rule("language:", "code", 1.5,
-      r"\b(?:learn(?:ing)?|written[ \t]+in|programming[ \t]+in|coding[ \t]+in|using)[ \t]+(java|rust|go|ruby|swift)\b",
+      [f"({w})(?<![\\w.#+-]{w})[ \\t]+" + _PROG_NOUNS for w in _AMBIGUOUS.split()], words=(_AMBIGUOUS,))
+_rule("language:", "code", 1.5,
+      [a + r"[ \t]+(java|rust|go|ruby|swift)\b"
+       for a in _lb(r"learn(?:ing)?|written[ \t]+in|programming[ \t]+in|coding[ \t]+in|using")],
       words=("learn learning written programming coding using", _AMBIGUOUS))
 _rule("language:", "code", 1.5, r"(java)(?<!\wjava)\.\w", words=("java",))
 _rule("language:", "code", 1.5,
-      r"(cargo)(?<!\wcargo)[ \t]+(?:build|run|test|add)\b|(go)(?<!\wgo)[ \t]+(?:mod|fmt|vet)\b",
+      [r"(cargo)(?<!\wcargo)[ \t]+(?:build|run|test|add)\b", r"(go)(?<!\wgo)[ \t]+(?:mod|fmt|vet)\b"],
       words=("cargo go",))
 _rule("language:", "code", 1.5,
       _AMBIG_FIRST + r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+" + _LANG_NAMES + r"(?![\w+#])"
       + r"|" + _LANG_FIRST + r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+(java|rust|go|ruby|swift|c)(?![\w+#])",
       words=(_AMBIGUOUS, "or and vs versus"))
 # After a bare "in" ("in Java?") the weight stays below the chat prior: it could be the island.
-_rule("language_hint:", "code", 0.75, r"\bin[ \t]+(java|rust|go|ruby|swift|c)(?=[ \t]*[,.?!]|[ \t]*$)",
+_rule("language_hint:", "code", 0.75, r"in(?<!\win)[ \t]+(java|rust|go|ruby|swift|c)(?=[ \t]*[,.?!]|[ \t]*$)",
       words=("in", _AMBIGUOUS), flags=_M)
+# One search per branch: no branch's match holds another's start.
 _rule("tool:", "code", 1.5,
-      r"\b(pip|yarn|brew|apt)[ \t]+(?:install|uninstall|add|freeze)\b"
-      r"|\b(react)[ \t]+(?:components?|hooks?|app|native|router|state|props)\b"
-      r"|\b(pandas)\b(?=[^\n]{0,40}\b(?:df|dataframe|groupby|series|read_csv|merge)\b)",
+      [f"({w})(?<!\\w{w})[ \\t]+(?:install|uninstall|add|freeze)\\b" for w in ("pip", "yarn", "brew", "apt")]
+      + [r"(react)(?<!\wreact)[ \t]+(?:components?|hooks?|app|native|router|state|props)\b",
+         r"(pandas)(?<!\wpandas)\b(?=[^\n]{0,40}\b(?:df|dataframe|groupby|series|read_csv|merge)\b)"],
       words=("pip yarn brew apt react pandas",))
 # "commit" is git vocabulary with a determiner, but not "commit to ..." (a promise).
-_rule("keyword:", "code", 1.0, r"\b(?:last|the|a|my|previous|this|that|initial|merge) (commit)s?\b(?! to\b)",
+_rule("keyword:", "code", 1.0,
+      r"(commit)(?:" + "|".join(f"(?<=\\b{d} commit)" for d in
+                                 ("last", "the", "a", "my", "previous", "this", "that", "initial", "merge"))
+      + r")s?\b(?! to\b)",
       words=("commit commits",))
 # An explicit request to produce code ("write a Python function that ...").
 _rule("code_request", "code", 2.0,
-      r"\b(?:write|implement|create|build|generate|give me|show me|code up|need)(?: me)? (?:a |an |the |some )?"
-      r"(?:[\w+#.-]+ ){0,3}?(?:function|script|program|class|method|sql query|query|regex|unit tests?|module|cli"
-      r"|endpoint|snippet|dockerfile|makefile|workflow|unit file|config file|one-liner|cron job)s?\b",
+      [a + r"(?: me)? (?:a |an |the |some )?"
+       r"(?:[\w+#.-]+ ){0,3}?(?:function|script|program|class|method|sql query|query|regex|unit tests?|module|cli"
+       r"|endpoint|snippet|dockerfile|makefile|workflow|unit file|config file|one-liner|cron job)s?\b"
+       for a in _lb("write|implement|create|build|generate|give me|show me|code up|need")],
       words=("write implement create build generate give show code need",))
 
 # ---- reason: math notation
-_rule("math:equation", "reason", 2.0, r"[\w)][ \t]*[-+*/^][ \t]*[\w(][^=\n]{0,40}?(?<![=!<>])=(?!=)[ \t]*-?[\w(]",
+# `[\w)][ \t]*[-+*/^]...`, started at the operator or at the first blank after the operand.
+_EQUATION_REST = r"[ \t]*[\w(][^=\n]{0,40}?(?<![=!<>])=(?!=)[ \t]*-?[\w(]"
+_rule("math:equation", "reason", 2.0,
+      [r"[-+*/^](?<=[\w)][-+*/^])" + _EQUATION_REST, r"[ \t](?<=[\w)][ \t])[ \t]*[-+*/^]" + _EQUATION_REST],
       chars=("=", "+-*/^"))
-_rule("math:variable_term", "reason", 1.0, r"(?<![\w.$])\d+[xyzn](?!\w)", chars=("xyzn", _DIGITS))
-_rule("math:exponent", "reason", 1.5, r"[\w)]\^[\w(-]|[²³]", chars=("^²³",))
-_rule("math:function_notation", "reason", 2.0, r"(?<![\w.])[fgh][ \t]*\([a-z0-9+\-*/ ]{1,15}\)",
+_rule("math:variable_term", "reason", 1.0, r"\d(?<![\w.$]\d)\d*[xyzn](?!\w)", chars=("xyzn", _DIGITS))
+_rule("math:exponent", "reason", 1.5, r"\^(?<=[\w)]\^)[\w(-]|[²³]", chars=("^²³",))
+_rule("math:function_notation", "reason", 2.0, r"[fgh](?<![\w.][fgh])[ \t]*\([a-z0-9+\-*/ ]{1,15}\)",
       words=("f g h",), chars=("(",))
-_rule("math:elementary_function", "reason", 1.5, r"(?<![\w.])(?:sin|cos|tan|log|ln|sqrt|exp)[ \t]*\(",
+_rule("math:elementary_function", "reason", 1.5,
+      [a + r"[ \t]*\(" for a in _lb("sin|cos|tan|log|ln|sqrt|exp", r"[\w.]")],
       words=("sin cos tan log ln sqrt exp",), chars=("(",))
 _rule("math:symbols", "reason", 2.0, None, chars=("∫∑∏√π∞≤≥≠±∂",))
 # A slash between numbers is division, except in a date or a version (05/01/2024, 1/2/3).
 _rule("arithmetic", "reason", 1.5,
-      r"\d[ \t]*[+*×÷^][ \t]*\(?\d|(?<![\d/])\d+[ \t]*/[ \t]*\d+(?![\d/])|\d[ \t]+-[ \t]+\d",
+      [r"\d[ \t]*[+*×÷^][ \t]*\(?\d", r"\d(?<![\d/]\d)\d*[ \t]*/[ \t]*\d+(?![\d/])", r"\d[ \t]+-[ \t]+\d"],
       chars=(_DIGITS, "+*/×÷^-"))
 _rule("percent", "reason", 1.0, r"\d(?:\.\d+)?[ \t]*%", chars=("%",))
 _rule("percent", "reason", 1.0, None, words=("percent percentage",))
 
 # ---- reason: explicit reasoning, puzzles, planning, word problems
 _rule("step_by_step", "reason", 2.5,
-      r"\bstep[- ]by[- ]step\b|\bshow (?:your|the|all)(?: of your)? work"
-      r"|\b(?:think|reason|work) (?:it |this )?(?:through|out)\b"
-      r"|\bwalk (?:me |us )?through\b|\bexplain (?:your|the) reasoning\b|\blet'?s think\b|\bjustify your answer\b"
-      r"|\bchain of thought\b",
+      _lb(r"step[- ]by[- ]step\b|show (?:your|the|all)(?: of your)? work"
+          r"|think (?:it |this )?(?:through|out)\b|reason (?:it |this )?(?:through|out)\b"
+          r"|work (?:it |this )?(?:through|out)\b"
+          r"|walk (?:me |us )?through\b|explain (?:your|the) reasoning\b|let'?s think\b|justify your answer\b"
+          r"|chain of thought\b"),
       words=("step-by-step step show think reason work walk explain lets justify chain",))
 _rule("puzzle_constraint", "reason", 1.5,
-      r"\byou (?:may|can) only\b"
-      r"|\byou (?:may|can) (?:take|ask|open|pick|choose|weigh|move) (?:only )?(?:one|a single)\b"
-      r"|\bonly one (?:question|move|weighing|trip)\b|\byou can (?:only )?\w+ (?:once|twice)\b"
-      r"|\b(?:with|in|using) (?:only )?(?:one|two|three|four|\d+)"
-      r" (?:weighings?|moves?|questions?|tries|attempts|trips)\b",
+      _lb(r"you (?:may|can) only\b"
+          r"|you (?:may|can) (?:take|ask|open|pick|choose|weigh|move) (?:only )?(?:one|a single)\b"
+          r"|only one (?:question|move|weighing|trip)\b|you can (?:only )?\w+ (?:once|twice)\b"
+          + "".join(f"|{w} (?:only )?(?:one|two|three|four|\\d+)"
+                    r" (?:weighings?|moves?|questions?|tries|attempts|trips)\b" for w in ("with", "in", "using"))),
       words=("you only weighing weighings move moves question questions tries attempts trips",))
 _rule("logic:syllogism", "reason", 1.5,
-      r"\ball \w+ are \w+[^.?!\n]{0,60}\b(?:all|are|is|therefore|definitely|must|necessarily)\b", words=("all", "are"))
-_rule("logic:conditional", "reason", 1.0, r"\bif\b[^.?!\n]{1,80}\b(?:then|otherwise)\b", words=("if", "then otherwise"))
+      _lb(r"all \w+ are \w+[^.?!\n]{0,60}\b(?:all|are|is|therefore|definitely|must|necessarily)\b"),
+      words=("all", "are"))
+_rule("logic:conditional", "reason", 1.0, _lb(r"if\b[^.?!\n]{1,80}\b(?:then|otherwise)\b"),
+      words=("if", "then otherwise"))
 # "plan" as a verb ("plan a trip", "draft a plan"), not the noun after an article.
 _rule("planning:", "reason", 1.5,
       r"(plan)(?<!\wplan)(?<!\bthe plan)(?<!\ba plan)(?<!\bmy plan)(?<!\bour plan)(?<!\byour plan)"
@@ -434,33 +461,39 @@ _rule("planning:", "reason", 1.5,
 _rule("planning:", "reason", 1.5,
       _first("make|create|draft|outline|write|build") + r" (?:a |an |me a )?(?:\w+[- ]){0,2}(plan)\b",
       words=("plan", "make create draft outline write build"))
-_rule("why_question", "reason", 0.75, r"\bwhy (?:does|do|is|are|did|would|can't|doesn't|isn't)\b", words=("why",))
+_rule("why_question", "reason", 0.75, _lb(r"why (?:does|do|is|are|did|would|can't|doesn't|isn't)\b"),
+      words=("why",))
+# `\b(?:a|the) <vehicle> <verb>`, started at the vehicle with the article checked behind it.
 _rule("word_problem", "reason", 2.0,
-      _first("a|the") + r" (?:train|car|boat|plane|bus|cyclist|runner) (?:leaves|departs|travels)\b"
-      r"|\d[ \t]*(?:mph|km/h|kph|miles per hour)\b", words=("mph km kph miles leaves departs travels",))
+      [f"{v} (?:(?<=\\ba {v} )|(?<=\\bthe {v} ))(?:leaves|departs|travels)\\b"
+       for v in ("train", "car", "boat", "plane", "bus", "cyclist", "runner")]
+      + [r"\d[ \t]*(?:mph|km/h|kph|miles per hour)\b"], words=("mph km kph miles leaves departs travels",))
 
 # Ordering and seating puzzles: "who is the shortest?", "Dan is not at either end".
 _rule("puzzle:ordering", "reason", 2.0,
-      r"\bwho(?: is| was)? (?:the )?(?:shortest|tallest|oldest|youngest|fastest|slowest|heaviest|lightest)\b"
-      r"|\bwho (?:came|finished|sits|is sitting) (?:first|last|in the middle)\b", words=("who",))
+      _lb(r"who(?: is| was)? (?:the )?(?:shortest|tallest|oldest|youngest|fastest|slowest|heaviest|lightest)\b"
+          r"|who (?:came|finished|sits|is sitting) (?:first|last|in the middle)\b"), words=("who",))
 _rule("puzzle:ordering", "reason", 2.0,
-      r"\b(?:either end|next to each other|sit next to|sits next to|directly to the (?:left|right)|round table"
-      r"|in a row)\b", words=("end each sit sits directly round row",))
+      _lb(r"either end\b|next to each other\b|sit next to\b|sits next to\b|directly to the (?:left|right)\b"
+          r"|round table\b|in a row\b"), words=("end each sit sits directly round row",))
 _rule("puzzle:comparison", "reason", 1.0,
-      r"\b(?:taller|shorter|older|younger|heavier|lighter|faster|slower) than\b|\bwhich (?:weighs more|is heavier)",
+      _lb("|".join(f"{w} than\\b" for w in "taller shorter older younger heavier lighter faster slower".split())
+          + r"|which (?:weighs more|is heavier)"),
       words=("than which",))
 # Classic riddle form: "what has keys but can't open locks", "what gets wetter the more it dries".
 _rule("puzzle:riddle_form", "reason", 2.0,
-      r"\bwhat (?:has|have|goes|gets|can|comes|is)\b[^?.\n]{0,60}\b(?:but|the more)\b", words=("what", "but more"))
-_rule("multiple_choice", "reason", 1.5, r"^options:[ \t]*\n[ \t]*(?:\([a-e]\)|- )", words=("options",), flags=_M)
-_rule("tool:", "code", 1.5, r"\b(port)[ \t]+\d{2,5}\b", words=("port",))
-_rule("language:", "code", 1.5, r"^(java|rust|go|ruby|swift|c)[ \t]*[:,-]", words=(_AMBIGUOUS,), flags=_M)
+      _lb(r"what (?:has|have|goes|gets|can|comes|is)\b[^?.\n]{0,60}\b(?:but|the more)\b"), words=("what", "but more"))
+_rule("multiple_choice", "reason", 1.5, _Line(r"options:[ \t]*\n[ \t]*(?:\([a-e]\)|- )"), words=("options",),
+      flags=_M)
+_rule("tool:", "code", 1.5, r"(port)(?<!\wport)[ \t]+\d{2,5}\b", words=("port",))
+_rule("language:", "code", 1.5, _Line(r"(java|rust|go|ruby|swift|c)[ \t]*[:,-]"), words=(_AMBIGUOUS,), flags=_M)
 
 # ---- chat
 _rule("creative_writing", "chat", 2.0,
-      r"\b(?:write|compose|draft|give me|tell me|create|make up)(?: me| us)? (?:a |an |some |the )?(?:\w+[ \t]+){0,2}?"
-      r"(?:poem|haiku|limerick|sonnet|story|stories|song|lyrics|joke|jokes|email|letter|essay|toast|speech|message"
-      r"|tweet|caption|slogan|bio|wedding vows|eulogy)\b(?![ \t]+(?:validator|parser|address|regex|client|server|api))",
+      [a + r"(?: me| us)? (?:a |an |some |the )?(?:\w+[ \t]+){0,2}?"
+       r"(?:poem|haiku|limerick|sonnet|story|stories|song|lyrics|joke|jokes|email|letter|essay|toast|speech|message"
+       r"|tweet|caption|slogan|bio|wedding vows|eulogy)\b(?![ \t]+(?:validator|parser|address|regex|client|server|api))"
+       for a in _lb("write|compose|draft|give me|tell me|create|make up")],
       words=("write compose draft give tell create make",))
 _rule("creative_writing", "chat", 2.0, None,
       words=("poem poems haiku haikus limerick limericks sonnet sonnets lyrics fairy",))
@@ -566,6 +599,8 @@ def _collect(text: str) -> dict[str, tuple[str, float]]:
                     word = next((g for g in m.groups() if g), m.group(0)).lower()
                     add(rule.name + _ALIASES.get(word, word), rule.task, rule.weight)
         else:
+            if rule.reverse:
+                haystack = haystack[::-1]
             for pattern, at_start in rule.patterns:
                 if (pattern.match(haystack) if at_start else pattern.search(haystack)) is not None:
                     add(rule.name, rule.task, rule.weight)
