@@ -200,6 +200,8 @@ class _Rule:
     subs: tuple[str, ...]
     case: bool
     reverse: bool = False  # patterns run on haystack[::-1] (a boolean rule only)
+    # Cheap necessary conditions: unless one of these matches, none of `patterns` can.
+    pre: tuple[re.Pattern[str], ...] = ()
 
 
 _RULES: list[_Rule] = []
@@ -215,7 +217,7 @@ class _Reversed(str):
 
 def _rule(name: str, task: str, weight: float, pattern: str | _Line | list[str | _Line] | None, *,
           words: tuple[str, ...] = (), chars: tuple[str, ...] = (), subs: tuple[str, ...] = (),
-          case: bool = False, flags: int = 0) -> None:
+          case: bool = False, flags: int = 0, pre: list[str] | None = None) -> None:
     r"""words: groups of space-separated tokens; chars: groups of characters; subs: substrings (any).
 
     A list of patterns is their alternation, run as separate searches: each can then start with
@@ -232,7 +234,7 @@ def _rule(name: str, task: str, weight: float, pattern: str | _Line | list[str |
             compiled.append((re.compile(alt, flags), False))
     _RULES.append(_Rule(name, task, weight, tuple(compiled),
                         tuple(frozenset(g.split()) for g in words), tuple(frozenset(g) for g in chars),
-                        subs, case, reverse))
+                        subs, case, reverse, tuple(re.compile(p, flags) for p in pre or ())))
     _SIGNAL_TASK[family(name)] = task
 
 
@@ -337,7 +339,9 @@ _rule("syntax:assignments", "code", 2.0,
       _Line(r"[ \t]*[a-z_][\w.\[\]]*[ \t]*=[^=\n]*\n[ \t]*[a-z_][\w.\[\]]*[ \t]*=[^=]"), chars=("=", "\n"), flags=_M)
 _rule("syntax:print", "code", 1.5, _lb(r"print\(|printf\(|println!?\(|console\.log\(|puts\(|echo\(", r"[\w.]"),
       words=("print printf println println! console puts echo",), chars=("(",))
-_rule("syntax:method_call", "code", 1.0, r"\b[a-z_]\w*\.[a-z_]\w*\(|\b[a-z_]\w*\(\)", chars=("(",))
+# `\b[a-z_]\w*\.[a-z_]\w*\(|\b[a-z_]\w*\(\)` on the reversed text, where it starts at the parenthesis.
+_rule("syntax:method_call", "code", 1.0,
+      [_Reversed(r"\(\w*[a-z_]\.\w*[a-z_]\b"), _Reversed(r"\)\(\w*[a-z_]\b")], chars=("(",))
 _rule("syntax:operator", "code", 1.0, r"==|!=|&&|\|\||\+=|-=|::|->[ \t]*[\w{(]", chars=("=&|:>",))
 _rule("syntax:loop", "code", 2.0,
       _lb(r"for[ \t]+\w+[ \t]+in[ \t]+(?:range|enumerate|zip)\(|for[ \t]*\([^)\n]{0,80};"
@@ -389,7 +393,10 @@ _rule("language:", "code", 1.5,
 _rule("language:", "code", 1.5,
       _AMBIG_FIRST + r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+" + _LANG_NAMES + r"(?![\w+#])"
       + r"|" + _LANG_FIRST + r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+(java|rust|go|ruby|swift|c)(?![\w+#])",
-      words=(_AMBIGUOUS, "or and vs versus"))
+      words=(_AMBIGUOUS, "or and vs versus"),
+      # Either branch puts an ambiguous name right before or right after the connective.
+      pre=[f"{w}(?<![\\w.#+-]{w})[ \\t]+(?:or|and|vs|versus)" for w in _AMBIGUOUS.split()]
+      + [f"{b}{w}(?![\\w+#])" for w in _AMBIGUOUS.split() for b in (" ", "\\t")])
 # After a bare "in" ("in Java?") the weight stays below the chat prior: it could be the island.
 _rule("language_hint:", "code", 0.75, r"in(?<!\win)[ \t]+(java|rust|go|ruby|swift|c)(?=[ \t]*[,.?!]|[ \t]*$)",
       words=("in", _AMBIGUOUS), flags=_M)
@@ -420,8 +427,10 @@ _rule("math:equation", "reason", 2.0,
       [r"[-+*/^](?<=[\w)][-+*/^])" + _EQUATION_REST, r"[ \t](?<=[\w)][ \t])[ \t]*[-+*/^]" + _EQUATION_REST],
       chars=("=", "+-*/^"))
 _rule("math:variable_term", "reason", 1.0, r"\d(?<![\w.$]\d)\d*[xyzn](?!\w)", chars=("xyzn", _DIGITS))
-_rule("math:exponent", "reason", 1.5, r"\^(?<=[\w)]\^)[\w(-]|[²³]", chars=("^²³",))
-_rule("math:function_notation", "reason", 2.0, r"[fgh](?<![\w.][fgh])[ \t]*\([a-z0-9+\-*/ ]{1,15}\)",
+_rule("math:exponent", "reason", 1.5, r"\^(?<=[\w)]\^)[\w(-]", chars=("^",))
+_rule("math:exponent", "reason", 1.5, None, chars=("²³",))
+_rule("math:function_notation", "reason", 2.0,
+      [f"{c}(?<![\\w.]{c})[ \\t]*\\([a-z0-9+\\-*/ ]{{1,15}}\\)" for c in "fgh"],
       words=("f g h",), chars=("(",))
 _rule("math:elementary_function", "reason", 1.5,
       [a + r"[ \t]*\(" for a in _lb("sin|cos|tan|log|ln|sqrt|exp", r"[\w.]")],
@@ -429,9 +438,9 @@ _rule("math:elementary_function", "reason", 1.5,
 _rule("math:symbols", "reason", 2.0, None, chars=("∫∑∏√π∞≤≥≠±∂",))
 # A slash between numbers is division, except in a date or a version (05/01/2024, 1/2/3).
 _rule("arithmetic", "reason", 1.5,
-      [r"\d[ \t]*[+*×÷^][ \t]*\(?\d", r"\d(?<![\d/]\d)\d*[ \t]*/[ \t]*\d+(?![\d/])", r"\d[ \t]+-[ \t]+\d"],
+      r"\d(?:[ \t]*[+*×÷^][ \t]*\(?\d|(?<![\d/]\d)\d*[ \t]*/[ \t]*\d+(?![\d/])|[ \t]+-[ \t]+\d)",
       chars=(_DIGITS, "+*/×÷^-"))
-_rule("percent", "reason", 1.0, r"\d(?:\.\d+)?[ \t]*%", chars=("%",))
+_rule("percent", "reason", 1.0, _Reversed(r"%[ \t]*(?:\d+\.)?\d"), chars=("%",))  # \d(?:\.\d+)?[ \t]*%
 _rule("percent", "reason", 1.0, None, words=("percent percentage",))
 
 # ---- reason: explicit reasoning, puzzles, planning, word problems
@@ -459,7 +468,7 @@ _rule("planning:", "reason", 1.5,
       r"(plan)(?<!\wplan)(?<!\bthe plan)(?<!\ba plan)(?<!\bmy plan)(?<!\bour plan)(?<!\byour plan)"
       r" (?:a|an|my|our|the|out)\b", words=("plan",))
 _rule("planning:", "reason", 1.5,
-      _first("make|create|draft|outline|write|build") + r" (?:a |an |me a )?(?:\w+[- ]){0,2}(plan)\b",
+      [a + r" (?:a |an |me a )?(?:\w+[- ]){0,2}(plan)\b" for a in _lb("make|create|draft|outline|write|build")],
       words=("plan", "make create draft outline write build"))
 _rule("why_question", "reason", 0.75, _lb(r"why (?:does|do|is|are|did|would|can't|doesn't|isn't)\b"),
       words=("why",))
@@ -522,10 +531,28 @@ _CHAR_KEYS = frozenset(_BY_CHAR)
 # ---- computed signals (not a single regex)
 _GREETING = re.compile(r"(?:hi|hello|hey|howdy|yo|hiya|good (?:morning|afternoon|evening|night)|thanks|thank you|thx"
                        r"|ok|okay|bye|goodbye|cheers|nice to meet you)\b")
-_PYTHON = re.compile(r"(?<![\w.])(?:(a|the)[ \t]+)?python(?:[ \t]?[23](?:\.\d+)?)?(?![\w])([ \t]+" + _PROG_NOUNS + ")?")
+# "python" with its version and a programming noun after it; group 1: the noun. The article
+# before it is checked by _after_article, so that the pattern starts with its literal.
+_PYTHON = re.compile(r"python(?<![\w.]python)(?:[ \t]?[23](?:\.\d+)?)?(?![\w])([ \t]+" + _PROG_NOUNS + ")?")
+_WORD_OR_DOT = re.compile(r"[\w.]")
+
+
+def _after_article(lower: str, end: int) -> bool:
+    """Whether lower[:end] ends with `(?<![\\w.])(?:a|the)[ \\t]+`."""
+    j = end
+    while j > 0 and lower[j - 1] in " \t":
+        j -= 1
+    if j == end:
+        return False
+    for article in ("a", "the"):
+        start = j - len(article)
+        if start >= 0 and lower.startswith(article, start) and (start == 0 or not _WORD_OR_DOT.match(lower, start - 1)):
+            return True
+    return False
+
 _SNAKE_WORDS = frozenset("snake snakes reptile reptiles pythons zoo serpent serpents".split())
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
-_HOW_QUANTITY = re.compile(r"\bhow (?:much|many|long|far|old|fast)\b")
+_NUMBER = re.compile(r"\d(?<![\w.]\d)\d*(?:[.,]\d+)*")  # (?<![\w.])\d+(?:[.,]\d+)*, digit first
+_HOW_QUANTITY = re.compile(r"how(?<!\whow) (?:much|many|long|far|old|fast)\b")
 _SIGNAL_TASK.update({"greeting": "chat", "numbers": "reason", "quantity_question": "reason",
                      "override:": "code", "language:": "code"})
 
@@ -589,6 +616,12 @@ def _collect(text: str) -> dict[str, tuple[str, float]]:
                     break
             else:
                 continue
+        if rule.pre:
+            for pattern in rule.pre:
+                if pattern.search(haystack) is not None:
+                    break
+            else:
+                continue
         if not rule.patterns:
             add(rule.name, rule.task, rule.weight)
         elif rule.name.endswith(":"):
@@ -610,7 +643,7 @@ def _collect(text: str) -> dict[str, tuple[str, float]]:
     # without a programming noun after it ("a python sleeping in the sun").
     if "python" in token_set and token_set.isdisjoint(_SNAKE_WORDS):
         for m in _PYTHON.finditer(lower):
-            if not m.group(1) or m.group(2):
+            if m.group(1) or not _after_article(lower, m.start()):
                 add("language:python", "code", 1.5)
                 break
 
