@@ -6,8 +6,9 @@ places). A pure speed-up must reproduce it exactly. The prompts: tuning.jsonl, l
 the 4,000-character prompts of classifier_eval.long_prompts, mixtures of those prompts and
 adversarial long inputs. Never heldout.jsonl.
 
-Regenerate (only when a change is *meant* to alter decisions):
-    python tests/test_classifier_snapshot.py --write
+Regenerate (only when a change is *meant* to alter decisions), from the code in CODE_DIR
+(default: this checkout; give the old checkout's root to snapshot the code before a change):
+    python tests/test_classifier_snapshot.py --write [CODE_DIR]
 """
 
 from __future__ import annotations
@@ -114,7 +115,30 @@ def prompts() -> dict[str, str]:
         out[f"upper{i}"] = tuning[i]["prompt"].upper()
         out[f"title{i}"] = tuning[i]["prompt"].title()
     out.update(adversarial())
+    out.update(fuzz())
     return out
+
+
+_FUZZ_PARTS = (
+    "a", "the", " ", "\t", "python", "python3", " 3.11", "code", ".", "x", "data", "(", "3", "2", "\n", "snake",
+    "go", "c", "or", "java", "rust", "and", "-", "+", "=", "^", "%", "1", "error", "Error", "ValueError",
+    "foo.bar(", "()", ")", "SELECT", "FROM", "if", "then", "how many", "plan", "make", "f(x)", "²", "/", "05/01",
+    "println!(", "def", "class", "import", "return", "  ", "vs.", "c++", "#", "commit", "the commit",
+    "a car leaves", "60 mph", "é", "\u2019s", "\u201cquoted\u201d", "\u00a0", "中文", "`x`", "--flag", "$ ls",
+    "at Foo.bar(Foo.java:3)", "write a function", "step by step", "who is the tallest", "why does", "what has",
+    "all x are", "port 8080", "npm err!", "main.c:3:1: error", "cargo build", "pip install", "learn rust",
+    "in java?", "react hooks", "pandas df", "sin(", "2x", "3 + 4", "7 - 2", "1/2", "x^2", "{", "}", ";", ":",
+    "    ", "\r\n", "<div>", "file.py", "=>", "::", "!=", "options:\n(a)", "weighings", "with two moves",
+)
+
+
+def fuzz(n: int = 3000) -> dict[str, str]:
+    """Short random strings of the pieces the rules look for, in random order and spacing."""
+    import random
+
+    rnd = random.Random(20240501)
+    return {f"fuzz{i}": "".join(rnd.choice(_FUZZ_PARTS) + rnd.choice(("", " ", " ", "\n"))
+                                for _ in range(rnd.randint(1, 14))) for i in range(n)}
 
 
 def record(result) -> dict:
@@ -130,6 +154,7 @@ def _key(name: str, prompt: str) -> str:
 def current() -> dict[str, dict]:
     from zeta_local.classifier import classify
 
+    print(f"classifying with {classify.__code__.co_filename}", file=sys.stderr)
     return {_key(name, p): record(classify(p)) for name, p in prompts().items()}
 
 
@@ -143,9 +168,9 @@ def test_decisions_match_the_snapshot():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
+    if sys.argv[1:2] != ["--write"] or len(sys.argv) > 3:
         sys.exit(__doc__)
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, sys.argv[2] if len(sys.argv) > 2 else str(ROOT))
     SNAPSHOT.write_text(json.dumps(current(), indent=0, sort_keys=True, ensure_ascii=False) + "\n",
                         encoding="utf-8")
     print(f"wrote {SNAPSHOT}")
