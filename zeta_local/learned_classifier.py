@@ -58,16 +58,19 @@ def _word_index(key: str) -> int:
 
 
 # token -> crc32 of its UTF-8: most tokens recur from prompt to prompt, and a look-up is a
-# fraction of encode + crc32. Cleared when it grows past _CRC_CACHE_MAX entries.
+# fraction of encode + crc32. Only short tokens, and cleared past _CRC_CACHE_MAX entries, so
+# it stays a few MB whatever is pasted.
 _CRC_CACHE: dict[str, int] = {}
-_CRC_CACHE_MAX = 200_000
+_CRC_CACHE_MAX = 50_000
+_CRC_CACHE_TOKEN_CHARS = 40
 
 
 def _crc(token: str) -> int:
     h = zlib.crc32(token.encode("utf-8", "surrogatepass"))
-    if len(_CRC_CACHE) >= _CRC_CACHE_MAX:
-        _CRC_CACHE.clear()
-    _CRC_CACHE[token] = h
+    if len(token) <= _CRC_CACHE_TOKEN_CHARS:
+        if len(_CRC_CACHE) >= _CRC_CACHE_MAX:
+            _CRC_CACHE.clear()
+        _CRC_CACHE[token] = h
     return h
 
 
