@@ -72,8 +72,36 @@ _SEPARATORS = "!\"$%&()*,./:;<=>?@[\\]^`{|}~\u201c\u201d\u2018\t\n\r\x0b\x0c"
 _TOKEN_TABLE = str.maketrans({**{c: " " for c in _SEPARATORS}, "'": None, "\u2019": None})
 
 
+# str.translate looks every character up in a dict once the text is not ASCII (10x slower):
+# then the curly quotes are replaced first and the rest is translated as UTF-8 bytes, where
+# every separator is one byte that no multi-byte character contains.
+_ASCII_SEPARATORS = "".join(c for c in _SEPARATORS if c.isascii()).encode()
+_BYTE_TABLE = bytes.maketrans(_ASCII_SEPARATORS, b" " * len(_ASCII_SEPARATORS))
+
+
 def tokenize(lower: str) -> list[str]:
-    return lower.translate(_TOKEN_TABLE).split()
+    if lower.isascii():
+        return lower.translate(_TOKEN_TABLE).split()
+    text = lower.replace("\u2019", "").replace("\u201c", " ").replace("\u201d", " ").replace("\u2018", " ")
+    return text.encode("utf-8", "surrogatepass").translate(_BYTE_TABLE, b"'").decode(
+        "utf-8", "surrogatepass").split()
+
+
+# (text, lower, tokens) of the last call, as one tuple so that threads never see a mixed entry.
+_last: tuple[str | None, str, list[str]] = (None, "", [])
+
+
+def lower_and_tokens(text: str) -> tuple[str, list[str]]:
+    """text.lower() and its tokens (do not modify), remembered for the last text: the learned
+    stage asks for the same text's again."""
+    global _last
+    last = _last
+    if last[0] is text:
+        return last[1], last[2]
+    lower = text.lower()
+    tokens = tokenize(lower)
+    _last = (text, lower, tokens)
+    return lower, tokens
 
 
 # ------------------------------------------------------------------ word and phrase signals
@@ -192,23 +220,90 @@ class _Rule:
     name: str
     task: str
     weight: float
-    pattern: re.Pattern[str] | None
+    # Alternatives, any of which fires the rule: (compiled, at_start). at_start: only tried at
+    # position 0 (re.match), the string-start half of a line-anchored pattern (see _line).
+    patterns: tuple[tuple[re.Pattern[str], bool], ...]
     words: tuple[frozenset[str], ...]
     chars: tuple[frozenset[str], ...]
     subs: tuple[str, ...]
     case: bool
+    reverse: bool = False  # patterns run on haystack[::-1] (a boolean rule only)
+    # Cheap necessary conditions: unless one of these matches, none of `patterns` can.
+    pre: tuple[re.Pattern[str], ...] = ()
 
 
 _RULES: list[_Rule] = []
 
 
-def _rule(name: str, task: str, weight: float, pattern: str | None, *, words: tuple[str, ...] = (),
-          chars: tuple[str, ...] = (), subs: tuple[str, ...] = (), case: bool = False, flags: int = 0) -> None:
-    """words: groups of space-separated tokens; chars: groups of characters; subs: substrings (any)."""
-    _RULES.append(_Rule(name, task, weight, re.compile(pattern, flags) if pattern else None,
+class _Line(str):
+    """A pattern that must start at a line start (MULTILINE `^`), written without its `^`."""
+
+
+class _Reversed(str):
+    """A pattern matched against the reversed text (the rule's pattern spelled backwards)."""
+
+
+def _rule(name: str, task: str, weight: float, pattern: str | _Line | list[str | _Line] | None, *,
+          words: tuple[str, ...] = (), chars: tuple[str, ...] = (), subs: tuple[str, ...] = (),
+          case: bool = False, flags: int = 0, pre: list[str] | None = None) -> None:
+    r"""words: groups of space-separated tokens; chars: groups of characters; subs: substrings (any).
+
+    A list of patterns is their alternation, run as separate searches: each can then start with
+    its own literal, which re finds with a fast substring scan instead of trying every position.
+    A _Line pattern runs as `\n(?:body)` plus a match at position 0, for the same reason."""
+    alternatives = [] if pattern is None else pattern if isinstance(pattern, list) else [pattern]
+    compiled: list[tuple[re.Pattern[str], bool]] = []
+    reverse = any(isinstance(alt, _Reversed) for alt in alternatives)
+    for alt in alternatives:
+        if isinstance(alt, _Line):
+            compiled.append((re.compile(alt, flags), True))
+            compiled.append((re.compile(r"\n(?:" + alt + ")", flags), False))
+        else:
+            compiled.append((re.compile(alt, flags), False))
+    _RULES.append(_Rule(name, task, weight, tuple(compiled),
                         tuple(frozenset(g.split()) for g in words), tuple(frozenset(g) for g in chars),
-                        subs, case))
+                        subs, case, reverse, tuple(re.compile(p, flags) for p in pre or ())))
     _SIGNAL_TASK[family(name)] = task
+
+
+def _top_level(pattern: str) -> list[str]:
+    """Split a pattern on its top-level `|` (not inside a group or a character class)."""
+    parts, depth, start, i, in_class = [], 0, 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1:i + 2] == "]":
+                i += 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    return parts + [pattern[start:]]
+
+
+def _lb(alternatives: str, not_after: str = r"\w") -> list[str]:
+    r"""`\b(?:a|b)rest` as separate literal-first searches `a(?<!\wa)rest`, `b(?<!\wb)rest`.
+
+    Each alternative is `literal` or `literal<regex>`, where the literal is its leading run of
+    letters, digits, spaces and escaped dots; it must not end in a quantified character."""
+    out = []
+    for alt in _top_level(alternatives):
+        m = re.match(r"(?:[A-Za-z0-9_ '!-]|\\\.)+", alt)
+        lit = m.group(0)
+        if alt[len(lit):len(lit) + 1] in ("?", "*", "+", "{"):
+            lit = lit[:-2] if lit.endswith("\\.") else lit[:-1]
+        out.append(lit + f"(?<!{not_after}{lit})" + alt[len(lit):])
+    return out
 
 
 _M = re.MULTILINE
@@ -241,46 +336,48 @@ _LANG_FIRST = _first(r"java|rust|go|ruby|swift|c\+\+|c#|c|python|javascript|type
 # ---- code: syntax
 _rule("code_fence", "code", 3.0, None, chars=("`",), subs=("```",))
 _rule("inline_code", "code", 1.5, r"`[^`\n]{1,120}`", chars=("`",))
-_rule("syntax:def", "code", 2.5, r"^[ \t]*(?:async[ \t]+)?def[ \t]+\w+[ \t]*\(", words=("def",), flags=_M)
+_rule("syntax:def", "code", 2.5, _Line(r"[ \t]*(?:async[ \t]+)?def[ \t]+\w+[ \t]*\("), words=("def",), flags=_M)
 _rule("syntax:class", "code", 2.0,
-      r"^[ \t]*(?:(?:public|abstract|export)[ \t]+)*class[ \t]+\w+[ \t]*(?:[:({<]|extends\b|implements\b)",
+      _Line(r"[ \t]*(?:(?:public|abstract|export)[ \t]+)*class[ \t]+\w+[ \t]*(?:[:({<]|extends\b|implements\b)"),
       words=("class",), flags=_M)
 _rule("syntax:import", "code", 2.5,
-      r"^[ \t]*(?:import[ \t]+[\w.]+(?:[ \t]+as[ \t]+\w+)?[ \t]*;?[ \t]*$|from[ \t]+[\w.]+[ \t]+import[ \t]+[\w*(]"
-      r"|import[ \t][^\n]{1,80}[ \t]from[ \t]+['\"]|using[ \t]+namespace[ \t]+\w|package[ \t]+[\w.]+;)",
+      _Line(r"[ \t]*(?:import[ \t]+[\w.]+(?:[ \t]+as[ \t]+\w+)?[ \t]*;?[ \t]*$|from[ \t]+[\w.]+[ \t]+import[ \t]+[\w*(]"
+            r"|import[ \t][^\n]{1,80}[ \t]from[ \t]+['\"]|using[ \t]+namespace[ \t]+\w|package[ \t]+[\w.]+;)"),
       words=("import using package",), flags=_M)
 _rule("syntax:include", "code", 3.0, r"#include[ \t]*[<\"]", chars=("#",), subs=("#include",))
-_rule("syntax:return", "code", 1.5, r"^[ \t]*return\b", words=("return",), flags=_M)
+_rule("syntax:return", "code", 1.5, _Line(r"[ \t]*return\b"), words=("return",), flags=_M)
 _rule("syntax:function", "code", 2.5,
-      r"\bfunction[ \t]*\w*[ \t]*\([^)\n]{0,80}\)[ \t]*\{|\bfunc[ \t]+\w+\(|\bfn[ \t]+\w+[ \t]*[<(]",
+      _lb(r"function[ \t]*\w*[ \t]*\([^)\n]{0,80}\)[ \t]*\{|func[ \t]+\w+\(|fn[ \t]+\w+[ \t]*[<(]"),
       words=("function func fn",), chars=("(",))
 _rule("syntax:arrow", "code", 1.5, None, chars=(">",), subs=("=>",))
-_rule("syntax:sql", "code", 2.5, r"\bSELECT\b[^;]{1,200}?\bFROM\b", words=("select", "from"), case=True)
+_rule("syntax:sql", "code", 2.5, _lb(r"SELECT\b[^;]{1,200}?\bFROM\b"), words=("select", "from"), case=True)
 _rule("syntax:sql", "code", 2.5,
-      r"\b(?:INSERT\s+INTO|DELETE\s+FROM|CREATE\s+TABLE|ALTER\s+TABLE|GROUP\s+BY"
-      r"|ORDER\s+BY|INNER\s+JOIN|LEFT\s+JOIN)\b|\bUPDATE\s+\w+\s+SET\b",
+      _lb(r"INSERT\s+INTO\b|DELETE\s+FROM\b|CREATE\s+TABLE\b|ALTER\s+TABLE\b|GROUP\s+BY\b"
+          r"|ORDER\s+BY\b|INNER\s+JOIN\b|LEFT\s+JOIN\b|UPDATE\s+\w+\s+SET\b"),
       words=("insert update delete create alter group order join",), case=True)
 _rule("syntax:declaration", "code", 2.0,
-      r"^[ \t]*(?:const|let|var|int|char|float|double|auto|bool|void|long|unsigned|static|public|private)"
-      r"[ \t]+[\w*&<>\[\], ]{1,60}?[ \t]*(?:=[^;\n]{0,200};|;|\([^)\n]{0,80}\)[ \t]*\{)",
+      _Line(r"[ \t]*(?:const|let|var|int|char|float|double|auto|bool|void|long|unsigned|static|public|private)"
+            r"[ \t]+[\w*&<>\[\], ]{1,60}?[ \t]*(?:=[^;\n]{0,200};|;|\([^)\n]{0,80}\)[ \t]*\{)"),
       words=("const let var int char float double auto bool void long unsigned static public private",),
       chars=(";",), flags=_M)
 _rule("syntax:braces_semicolons", "code", 2.0, r";[ \t]*\n[^\n{};]{0,200}[{}]|[{}][^\n{};]{0,200};[ \t]*$",
       chars=("{}", ";"), flags=_M)
 _rule("syntax:indented_block", "code", 2.0, r"[:{][ \t]*\r?\n(?:\t|[ ]{2,})\S", chars=("\n", ":{"))
 _rule("syntax:assignments", "code", 2.0,
-      r"^[ \t]*[a-z_][\w.\[\]]*[ \t]*=[^=\n]*\n[ \t]*[a-z_][\w.\[\]]*[ \t]*=[^=]", chars=("=", "\n"), flags=_M)
-_rule("syntax:print", "code", 1.5, r"(?<![\w.])(?:print|printf|println!?|console\.log|puts|echo)\(",
+      _Line(r"[ \t]*[a-z_][\w.\[\]]*[ \t]*=[^=\n]*\n[ \t]*[a-z_][\w.\[\]]*[ \t]*=[^=]"), chars=("=", "\n"), flags=_M)
+_rule("syntax:print", "code", 1.5, _lb(r"print\(|printf\(|println!?\(|console\.log\(|puts\(|echo\(", r"[\w.]"),
       words=("print printf println println! console puts echo",), chars=("(",))
-_rule("syntax:method_call", "code", 1.0, r"\b[a-z_]\w*\.[a-z_]\w*\(|\b[a-z_]\w*\(\)", chars=("(",))
+# `\b[a-z_]\w*\.[a-z_]\w*\(|\b[a-z_]\w*\(\)` on the reversed text, where it starts at the parenthesis.
+_rule("syntax:method_call", "code", 1.0,
+      [_Reversed(r"\(\w*[a-z_]\.\w*[a-z_]\b"), _Reversed(r"\)\(\w*[a-z_]\b")], chars=("(",))
 _rule("syntax:operator", "code", 1.0, r"==|!=|&&|\|\||\+=|-=|::|->[ \t]*[\w{(]", chars=("=&|:>",))
 _rule("syntax:loop", "code", 2.0,
-      r"\bfor[ \t]+\w+[ \t]+in[ \t]+(?:range|enumerate|zip)\(|\bfor[ \t]*\([^)\n]{0,80};"
-      r"|\bwhile[ \t]*\([^)\n]{0,80}\)[ \t]*\{", words=("for while",), chars=("(",))
-_rule("syntax:shell", "code", 2.0, r"^[ \t]*\$[ \t]+[a-z]", chars=("$",), flags=_M)
-_rule("syntax:shell", "code", 2.0, r"\bsudo[ \t]+\w|\bchmod[ \t]+|\bgrep[ \t]+-|\bapt(?:-get)?[ \t]+install\b",
+      _lb(r"for[ \t]+\w+[ \t]+in[ \t]+(?:range|enumerate|zip)\(|for[ \t]*\([^)\n]{0,80};"
+          r"|while[ \t]*\([^)\n]{0,80}\)[ \t]*\{"), words=("for while",), chars=("(",))
+_rule("syntax:shell", "code", 2.0, _Line(r"[ \t]*\$[ \t]+[a-z]"), chars=("$",), flags=_M)
+_rule("syntax:shell", "code", 2.0, _lb(r"sudo[ \t]+\w|chmod[ \t]+|grep[ \t]+-|apt(?:-get)?[ \t]+install\b"),
       words=("sudo chmod grep apt apt-get",))
-_rule("syntax:cli_flag", "code", 1.0, r"(?<!\S)--[a-z][\w-]+", chars=("-",), subs=("--",))
+_rule("syntax:cli_flag", "code", 1.0, r"--(?<!\S--)[a-z][\w-]+", chars=("-",), subs=("--",))
 _rule("syntax:html", "code", 2.0,
       r"</?(?:div|span|html|body|head|script|ul|li|table|form|input|button|p|a)\b[^<>\n]{0,80}>", chars=("<",))
 # Matched from the dot, so a long run of word characters is never re-scanned from every start.
@@ -289,119 +386,151 @@ _rule("file_extension", "code", 1.5, r"\.(?:(?<=[a-z0-9_-]\.)" + _EXT_ANY + r"|(
 
 # ---- code: traces and errors
 _rule("traceback", "code", 4.0, None, words=("traceback",), subs=("traceback (most recent call last)",))
-_rule("stack_frame", "code", 3.0, r"^[ \t]+at [\w$.<>]+\([\w.]*(?::\d+)?\)|\bfile \"[^\"\n]{1,200}\", line \d+",
+_rule("stack_frame", "code", 3.0,
+      [_Line(r"[ \t]+at [\w$.<>]+\([\w.]*(?::\d+)?\)"), *_lb(r"file \"[^\"\n]{1,200}\", line \d+")],
       words=("at file",), chars=("(\"",), flags=_M)
-_rule("error_name", "code", 3.0, r"\b[A-Z][A-Za-z0-9]*(?:Error|Exception)\b", subs=("Error", "Exception"), case=True)
-_rule("compiler_error", "code", 3.5, r"^[\w./\\-]+:\d+(?::\d+)?:[ \t]*(?:fatal[ \t]+)?(?:error|warning)\b",
+# `\b[A-Z][A-Za-z0-9]*(?:Error|Exception)\b`, matched on the reversed text so that it starts with
+# the literal ("rorrE"): forwards it would be tried at every capital letter's position.
+_rule("error_name", "code", 3.0, [_Reversed(f"{w}(?<!\\w{w})[A-Za-z0-9]*[A-Z]\\b") for w in ("rorrE", "noitpecxE")],
+      subs=("Error", "Exception"), case=True)
+_rule("compiler_error", "code", 3.5, _Line(r"[\w./\\-]+:\d+(?::\d+)?:[ \t]*(?:fatal[ \t]+)?(?:error|warning)\b"),
       words=("error warning",), chars=(":",), flags=_M)
-_rule("error_line", "code", 2.0, r"^[ \t]*(?:npm err!|err!|error(?:\[e\d+\])?:|fatal:|warning:|error (?=found|command))",
+_rule("error_line", "code", 2.0,
+      _Line(r"[ \t]*(?:npm err!|err!|error(?:\[e\d+\])?:|fatal:|warning:|error (?=found|command))"),
       words=("err error fatal warning",), flags=_M)
 _rule("error_message", "code", 1.0,
-      r"\berror:\s|\bexit(?:s|ed)?\s+(?:\w+\s+){0,2}(?:with\s+)?(?:code|status)\s+\d+",
+      _lb(r"error:\s|exit(?:s|ed)?\s+(?:\w+\s+){0,2}(?:with\s+)?(?:code|status)\s+\d+"),
       words=("error exit exits exited",))
 
 # ---- code: ambiguous language and tool names, which need context
 # "java" (coffee, island), "go", "rust", "ruby", "swift", "c": next to a programming noun, after
 # "learn"/"written in", or next to another language name ("go or rust").
 # One rule per context, each behind its own gate, the common ones written literal-first (_first).
-_rule("language:", "code", 1.5, _AMBIG_FIRST + r"[ \t]+" + _PROG_NOUNS, words=(_AMBIGUOUS,))
+# Split into one search per word: a match (word, blanks, noun) holds no other match's start, so
+# the separate searches find the same words as the one alternation.
 _rule("language:", "code", 1.5,
-      r"\b(?:learn(?:ing)?|written[ \t]+in|programming[ \t]+in|coding[ \t]+in|using)[ \t]+(java|rust|go|ruby|swift)\b",
+      [f"({w})(?<![\\w.#+-]{w})[ \\t]+" + _PROG_NOUNS for w in _AMBIGUOUS.split()], words=(_AMBIGUOUS,))
+_rule("language:", "code", 1.5,
+      [a + r"[ \t]+(java|rust|go|ruby|swift)\b"
+       for a in _lb(r"learn(?:ing)?|written[ \t]+in|programming[ \t]+in|coding[ \t]+in|using")],
       words=("learn learning written programming coding using", _AMBIGUOUS))
 _rule("language:", "code", 1.5, r"(java)(?<!\wjava)\.\w", words=("java",))
 _rule("language:", "code", 1.5,
-      r"(cargo)(?<!\wcargo)[ \t]+(?:build|run|test|add)\b|(go)(?<!\wgo)[ \t]+(?:mod|fmt|vet)\b",
+      [r"(cargo)(?<!\wcargo)[ \t]+(?:build|run|test|add)\b", r"(go)(?<!\wgo)[ \t]+(?:mod|fmt|vet)\b"],
       words=("cargo go",))
 _rule("language:", "code", 1.5,
       _AMBIG_FIRST + r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+" + _LANG_NAMES + r"(?![\w+#])"
       + r"|" + _LANG_FIRST + r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+(java|rust|go|ruby|swift|c)(?![\w+#])",
-      words=(_AMBIGUOUS, "or and vs versus"))
+      words=(_AMBIGUOUS, "or and vs versus"),
+      # Either branch puts an ambiguous name right before or right after the connective.
+      pre=[f"{w}(?<![\\w.#+-]{w})[ \\t]+(?:or|and|vs|versus)" for w in _AMBIGUOUS.split()]
+      + [f"{b}{w}(?![\\w+#])" for w in _AMBIGUOUS.split() for b in (" ", "\\t")])
 # After a bare "in" ("in Java?") the weight stays below the chat prior: it could be the island.
-_rule("language_hint:", "code", 0.75, r"\bin[ \t]+(java|rust|go|ruby|swift|c)(?=[ \t]*[,.?!]|[ \t]*$)",
+_rule("language_hint:", "code", 0.75, r"in(?<!\win)[ \t]+(java|rust|go|ruby|swift|c)(?=[ \t]*[,.?!]|[ \t]*$)",
       words=("in", _AMBIGUOUS), flags=_M)
+# One search per branch: no branch's match holds another's start.
 _rule("tool:", "code", 1.5,
-      r"\b(pip|yarn|brew|apt)[ \t]+(?:install|uninstall|add|freeze)\b"
-      r"|\b(react)[ \t]+(?:components?|hooks?|app|native|router|state|props)\b"
-      r"|\b(pandas)\b(?=[^\n]{0,40}\b(?:df|dataframe|groupby|series|read_csv|merge)\b)",
+      [f"({w})(?<!\\w{w})[ \\t]+(?:install|uninstall|add|freeze)\\b" for w in ("pip", "yarn", "brew", "apt")]
+      + [r"(react)(?<!\wreact)[ \t]+(?:components?|hooks?|app|native|router|state|props)\b",
+         r"(pandas)(?<!\wpandas)\b(?=[^\n]{0,40}\b(?:df|dataframe|groupby|series|read_csv|merge)\b)"],
       words=("pip yarn brew apt react pandas",))
 # "commit" is git vocabulary with a determiner, but not "commit to ..." (a promise).
-_rule("keyword:", "code", 1.0, r"\b(?:last|the|a|my|previous|this|that|initial|merge) (commit)s?\b(?! to\b)",
+_rule("keyword:", "code", 1.0,
+      r"(commit)(?:" + "|".join(f"(?<=\\b{d} commit)" for d in
+                                 ("last", "the", "a", "my", "previous", "this", "that", "initial", "merge"))
+      + r")s?\b(?! to\b)",
       words=("commit commits",))
 # An explicit request to produce code ("write a Python function that ...").
 _rule("code_request", "code", 2.0,
-      r"\b(?:write|implement|create|build|generate|give me|show me|code up|need)(?: me)? (?:a |an |the |some )?"
-      r"(?:[\w+#.-]+ ){0,3}?(?:function|script|program|class|method|sql query|query|regex|unit tests?|module|cli"
-      r"|endpoint|snippet|dockerfile|makefile|workflow|unit file|config file|one-liner|cron job)s?\b",
+      [a + r"(?: me)? (?:a |an |the |some )?"
+       r"(?:[\w+#.-]+ ){0,3}?(?:function|script|program|class|method|sql query|query|regex|unit tests?|module|cli"
+       r"|endpoint|snippet|dockerfile|makefile|workflow|unit file|config file|one-liner|cron job)s?\b"
+       for a in _lb("write|implement|create|build|generate|give me|show me|code up|need")],
       words=("write implement create build generate give show code need",))
 
 # ---- reason: math notation
-_rule("math:equation", "reason", 2.0, r"[\w)][ \t]*[-+*/^][ \t]*[\w(][^=\n]{0,40}?(?<![=!<>])=(?!=)[ \t]*-?[\w(]",
+# `[\w)][ \t]*[-+*/^]...`, started at the operator or at the first blank after the operand.
+_EQUATION_REST = r"[ \t]*[\w(][^=\n]{0,40}?(?<![=!<>])=(?!=)[ \t]*-?[\w(]"
+_rule("math:equation", "reason", 2.0,
+      [r"[-+*/^](?<=[\w)][-+*/^])" + _EQUATION_REST, r"[ \t](?<=[\w)][ \t])[ \t]*[-+*/^]" + _EQUATION_REST],
       chars=("=", "+-*/^"))
-_rule("math:variable_term", "reason", 1.0, r"(?<![\w.$])\d+[xyzn](?!\w)", chars=("xyzn", _DIGITS))
-_rule("math:exponent", "reason", 1.5, r"[\w)]\^[\w(-]|[²³]", chars=("^²³",))
-_rule("math:function_notation", "reason", 2.0, r"(?<![\w.])[fgh][ \t]*\([a-z0-9+\-*/ ]{1,15}\)",
+_rule("math:variable_term", "reason", 1.0, r"\d(?<![\w.$]\d)\d*[xyzn](?!\w)", chars=("xyzn", _DIGITS))
+_rule("math:exponent", "reason", 1.5, r"\^(?<=[\w)]\^)[\w(-]", chars=("^",))
+_rule("math:exponent", "reason", 1.5, None, chars=("²³",))
+_rule("math:function_notation", "reason", 2.0,
+      [f"{c}(?<![\\w.]{c})[ \\t]*\\([a-z0-9+\\-*/ ]{{1,15}}\\)" for c in "fgh"],
       words=("f g h",), chars=("(",))
-_rule("math:elementary_function", "reason", 1.5, r"(?<![\w.])(?:sin|cos|tan|log|ln|sqrt|exp)[ \t]*\(",
+_rule("math:elementary_function", "reason", 1.5,
+      [a + r"[ \t]*\(" for a in _lb("sin|cos|tan|log|ln|sqrt|exp", r"[\w.]")],
       words=("sin cos tan log ln sqrt exp",), chars=("(",))
 _rule("math:symbols", "reason", 2.0, None, chars=("∫∑∏√π∞≤≥≠±∂",))
 # A slash between numbers is division, except in a date or a version (05/01/2024, 1/2/3).
 _rule("arithmetic", "reason", 1.5,
-      r"\d[ \t]*[+*×÷^][ \t]*\(?\d|(?<![\d/])\d+[ \t]*/[ \t]*\d+(?![\d/])|\d[ \t]+-[ \t]+\d",
+      r"\d(?:[ \t]*[+*×÷^][ \t]*\(?\d|(?<![\d/]\d)\d*[ \t]*/[ \t]*\d+(?![\d/])|[ \t]+-[ \t]+\d)",
       chars=(_DIGITS, "+*/×÷^-"))
-_rule("percent", "reason", 1.0, r"\d(?:\.\d+)?[ \t]*%", chars=("%",))
+_rule("percent", "reason", 1.0, _Reversed(r"%[ \t]*(?:\d+\.)?\d"), chars=("%",))  # \d(?:\.\d+)?[ \t]*%
 _rule("percent", "reason", 1.0, None, words=("percent percentage",))
 
 # ---- reason: explicit reasoning, puzzles, planning, word problems
 _rule("step_by_step", "reason", 2.5,
-      r"\bstep[- ]by[- ]step\b|\bshow (?:your|the|all)(?: of your)? work"
-      r"|\b(?:think|reason|work) (?:it |this )?(?:through|out)\b"
-      r"|\bwalk (?:me |us )?through\b|\bexplain (?:your|the) reasoning\b|\blet'?s think\b|\bjustify your answer\b"
-      r"|\bchain of thought\b",
+      _lb(r"step[- ]by[- ]step\b|show (?:your|the|all)(?: of your)? work"
+          r"|think (?:it |this )?(?:through|out)\b|reason (?:it |this )?(?:through|out)\b"
+          r"|work (?:it |this )?(?:through|out)\b"
+          r"|walk (?:me |us )?through\b|explain (?:your|the) reasoning\b|let'?s think\b|justify your answer\b"
+          r"|chain of thought\b"),
       words=("step-by-step step show think reason work walk explain lets justify chain",))
 _rule("puzzle_constraint", "reason", 1.5,
-      r"\byou (?:may|can) only\b"
-      r"|\byou (?:may|can) (?:take|ask|open|pick|choose|weigh|move) (?:only )?(?:one|a single)\b"
-      r"|\bonly one (?:question|move|weighing|trip)\b|\byou can (?:only )?\w+ (?:once|twice)\b"
-      r"|\b(?:with|in|using) (?:only )?(?:one|two|three|four|\d+)"
-      r" (?:weighings?|moves?|questions?|tries|attempts|trips)\b",
+      _lb(r"you (?:may|can) only\b"
+          r"|you (?:may|can) (?:take|ask|open|pick|choose|weigh|move) (?:only )?(?:one|a single)\b"
+          r"|only one (?:question|move|weighing|trip)\b|you can (?:only )?\w+ (?:once|twice)\b"
+          + "".join(f"|{w} (?:only )?(?:one|two|three|four|\\d+)"
+                    r" (?:weighings?|moves?|questions?|tries|attempts|trips)\b" for w in ("with", "in", "using"))),
       words=("you only weighing weighings move moves question questions tries attempts trips",))
 _rule("logic:syllogism", "reason", 1.5,
-      r"\ball \w+ are \w+[^.?!\n]{0,60}\b(?:all|are|is|therefore|definitely|must|necessarily)\b", words=("all", "are"))
-_rule("logic:conditional", "reason", 1.0, r"\bif\b[^.?!\n]{1,80}\b(?:then|otherwise)\b", words=("if", "then otherwise"))
+      _lb(r"all \w+ are \w+[^.?!\n]{0,60}\b(?:all|are|is|therefore|definitely|must|necessarily)\b"),
+      words=("all", "are"))
+_rule("logic:conditional", "reason", 1.0, _lb(r"if\b[^.?!\n]{1,80}\b(?:then|otherwise)\b"),
+      words=("if", "then otherwise"))
 # "plan" as a verb ("plan a trip", "draft a plan"), not the noun after an article.
 _rule("planning:", "reason", 1.5,
       r"(plan)(?<!\wplan)(?<!\bthe plan)(?<!\ba plan)(?<!\bmy plan)(?<!\bour plan)(?<!\byour plan)"
       r" (?:a|an|my|our|the|out)\b", words=("plan",))
 _rule("planning:", "reason", 1.5,
-      _first("make|create|draft|outline|write|build") + r" (?:a |an |me a )?(?:\w+[- ]){0,2}(plan)\b",
+      [a + r" (?:a |an |me a )?(?:\w+[- ]){0,2}(plan)\b" for a in _lb("make|create|draft|outline|write|build")],
       words=("plan", "make create draft outline write build"))
-_rule("why_question", "reason", 0.75, r"\bwhy (?:does|do|is|are|did|would|can't|doesn't|isn't)\b", words=("why",))
+_rule("why_question", "reason", 0.75, _lb(r"why (?:does|do|is|are|did|would|can't|doesn't|isn't)\b"),
+      words=("why",))
+# `\b(?:a|the) <vehicle> <verb>`, started at the vehicle with the article checked behind it.
 _rule("word_problem", "reason", 2.0,
-      _first("a|the") + r" (?:train|car|boat|plane|bus|cyclist|runner) (?:leaves|departs|travels)\b"
-      r"|\d[ \t]*(?:mph|km/h|kph|miles per hour)\b", words=("mph km kph miles leaves departs travels",))
+      [f"{v} (?:(?<=\\ba {v} )|(?<=\\bthe {v} ))(?:leaves|departs|travels)\\b"
+       for v in ("train", "car", "boat", "plane", "bus", "cyclist", "runner")]
+      + [r"\d[ \t]*(?:mph|km/h|kph|miles per hour)\b"], words=("mph km kph miles leaves departs travels",))
 
 # Ordering and seating puzzles: "who is the shortest?", "Dan is not at either end".
 _rule("puzzle:ordering", "reason", 2.0,
-      r"\bwho(?: is| was)? (?:the )?(?:shortest|tallest|oldest|youngest|fastest|slowest|heaviest|lightest)\b"
-      r"|\bwho (?:came|finished|sits|is sitting) (?:first|last|in the middle)\b", words=("who",))
+      _lb(r"who(?: is| was)? (?:the )?(?:shortest|tallest|oldest|youngest|fastest|slowest|heaviest|lightest)\b"
+          r"|who (?:came|finished|sits|is sitting) (?:first|last|in the middle)\b"), words=("who",))
 _rule("puzzle:ordering", "reason", 2.0,
-      r"\b(?:either end|next to each other|sit next to|sits next to|directly to the (?:left|right)|round table"
-      r"|in a row)\b", words=("end each sit sits directly round row",))
+      _lb(r"either end\b|next to each other\b|sit next to\b|sits next to\b|directly to the (?:left|right)\b"
+          r"|round table\b|in a row\b"), words=("end each sit sits directly round row",))
 _rule("puzzle:comparison", "reason", 1.0,
-      r"\b(?:taller|shorter|older|younger|heavier|lighter|faster|slower) than\b|\bwhich (?:weighs more|is heavier)",
+      _lb("|".join(f"{w} than\\b" for w in "taller shorter older younger heavier lighter faster slower".split())
+          + r"|which (?:weighs more|is heavier)"),
       words=("than which",))
 # Classic riddle form: "what has keys but can't open locks", "what gets wetter the more it dries".
 _rule("puzzle:riddle_form", "reason", 2.0,
-      r"\bwhat (?:has|have|goes|gets|can|comes|is)\b[^?.\n]{0,60}\b(?:but|the more)\b", words=("what", "but more"))
-_rule("multiple_choice", "reason", 1.5, r"^options:[ \t]*\n[ \t]*(?:\([a-e]\)|- )", words=("options",), flags=_M)
-_rule("tool:", "code", 1.5, r"\b(port)[ \t]+\d{2,5}\b", words=("port",))
-_rule("language:", "code", 1.5, r"^(java|rust|go|ruby|swift|c)[ \t]*[:,-]", words=(_AMBIGUOUS,), flags=_M)
+      _lb(r"what (?:has|have|goes|gets|can|comes|is)\b[^?.\n]{0,60}\b(?:but|the more)\b"), words=("what", "but more"))
+_rule("multiple_choice", "reason", 1.5, _Line(r"options:[ \t]*\n[ \t]*(?:\([a-e]\)|- )"), words=("options",),
+      flags=_M)
+_rule("tool:", "code", 1.5, r"(port)(?<!\wport)[ \t]+\d{2,5}\b", words=("port",))
+_rule("language:", "code", 1.5, _Line(r"(java|rust|go|ruby|swift|c)[ \t]*[:,-]"), words=(_AMBIGUOUS,), flags=_M)
 
 # ---- chat
 _rule("creative_writing", "chat", 2.0,
-      r"\b(?:write|compose|draft|give me|tell me|create|make up)(?: me| us)? (?:a |an |some |the )?(?:\w+[ \t]+){0,2}?"
-      r"(?:poem|haiku|limerick|sonnet|story|stories|song|lyrics|joke|jokes|email|letter|essay|toast|speech|message"
-      r"|tweet|caption|slogan|bio|wedding vows|eulogy)\b(?![ \t]+(?:validator|parser|address|regex|client|server|api))",
+      [a + r"(?: me| us)? (?:a |an |some |the )?(?:\w+[ \t]+){0,2}?"
+       r"(?:poem|haiku|limerick|sonnet|story|stories|song|lyrics|joke|jokes|email|letter|essay|toast|speech|message"
+       r"|tweet|caption|slogan|bio|wedding vows|eulogy)\b(?![ \t]+(?:validator|parser|address|regex|client|server|api))"
+       for a in _lb("write|compose|draft|give me|tell me|create|make up")],
       words=("write compose draft give tell create make",))
 _rule("creative_writing", "chat", 2.0, None,
       words=("poem poems haiku haikus limerick limericks sonnet sonnets lyrics fairy",))
@@ -430,10 +559,28 @@ _CHAR_KEYS = frozenset(_BY_CHAR)
 # ---- computed signals (not a single regex)
 _GREETING = re.compile(r"(?:hi|hello|hey|howdy|yo|hiya|good (?:morning|afternoon|evening|night)|thanks|thank you|thx"
                        r"|ok|okay|bye|goodbye|cheers|nice to meet you)\b")
-_PYTHON = re.compile(r"(?<![\w.])(?:(a|the)[ \t]+)?python(?:[ \t]?[23](?:\.\d+)?)?(?![\w])([ \t]+" + _PROG_NOUNS + ")?")
+# "python" with its version and a programming noun after it; group 1: the noun. The article
+# before it is checked by _after_article, so that the pattern starts with its literal.
+_PYTHON = re.compile(r"python(?<![\w.]python)(?:[ \t]?[23](?:\.\d+)?)?(?![\w])([ \t]+" + _PROG_NOUNS + ")?")
+_WORD_OR_DOT = re.compile(r"[\w.]")
+
+
+def _after_article(lower: str, end: int) -> bool:
+    """Whether lower[:end] ends with `(?<![\\w.])(?:a|the)[ \\t]+`."""
+    j = end
+    while j > 0 and lower[j - 1] in " \t":
+        j -= 1
+    if j == end:
+        return False
+    for article in ("a", "the"):
+        start = j - len(article)
+        if start >= 0 and lower.startswith(article, start) and (start == 0 or not _WORD_OR_DOT.match(lower, start - 1)):
+            return True
+    return False
+
 _SNAKE_WORDS = frozenset("snake snakes reptile reptiles pythons zoo serpent serpents".split())
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
-_HOW_QUANTITY = re.compile(r"\bhow (?:much|many|long|far|old|fast)\b")
+_NUMBER = re.compile(r"\d(?<![\w.]\d)\d*(?:[.,]\d+)*")  # (?<![\w.])\d+(?:[.,]\d+)*, digit first
+_HOW_QUANTITY = re.compile(r"how(?<!\whow) (?:much|many|long|far|old|fast)\b")
 _SIGNAL_TASK.update({"greeting": "chat", "numbers": "reason", "quantity_question": "reason",
                      "override:": "code", "language:": "code"})
 
@@ -446,8 +593,7 @@ def scan_text(prompt: str) -> str:
 
 def _collect(text: str) -> dict[str, tuple[str, float]]:
     """Return every fired signal -> (task, weight). Each signal counts once however often it matches."""
-    lower = text.lower()
-    tokens = tokenize(lower)
+    lower, tokens = lower_and_tokens(text)
     token_set = set(tokens)
     char_set = set(lower)
     fired: dict[str, tuple[str, float]] = {}
@@ -497,20 +643,34 @@ def _collect(text: str) -> dict[str, tuple[str, float]]:
                     break
             else:
                 continue
-        if rule.pattern is None:
+        if rule.pre:
+            for pattern in rule.pre:
+                if pattern.search(haystack) is not None:
+                    break
+            else:
+                continue
+        if not rule.patterns:
             add(rule.name, rule.task, rule.weight)
         elif rule.name.endswith(":"):
-            for m in rule.pattern.finditer(haystack):
-                word = next((g for g in m.groups() if g), m.group(0)).lower()
-                add(rule.name + _ALIASES.get(word, word), rule.task, rule.weight)
-        elif rule.pattern.search(haystack):
-            add(rule.name, rule.task, rule.weight)
+            for pattern, at_start in rule.patterns:
+                for m in ((pattern.match(haystack),) if at_start else pattern.finditer(haystack)):
+                    if m is None:
+                        continue
+                    word = next((g for g in m.groups() if g), m.group(0)).lower()
+                    add(rule.name + _ALIASES.get(word, word), rule.task, rule.weight)
+        else:
+            if rule.reverse:
+                haystack = haystack[::-1]
+            for pattern, at_start in rule.patterns:
+                if (pattern.match(haystack) if at_start else pattern.search(haystack)) is not None:
+                    add(rule.name, rule.task, rule.weight)
+                    break
 
     # "python" is the language unless snakes are the topic or it follows an article
     # without a programming noun after it ("a python sleeping in the sun").
     if "python" in token_set and token_set.isdisjoint(_SNAKE_WORDS):
         for m in _PYTHON.finditer(lower):
-            if not m.group(1) or m.group(2):
+            if m.group(1) or not _after_article(lower, m.start()):
                 add("language:python", "code", 1.5)
                 break
 

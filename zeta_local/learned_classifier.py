@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zeta_local.classifier_rules import TASKS, RuleDecision, family, tokenize
+from zeta_local.classifier_rules import TASKS, RuleDecision, family, lower_and_tokens, tokenize  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ _UNIGRAM_SALT = np.uint64(0x2545F4914F6CDD1D)
 _BIGRAM_SALT = np.uint64(0x1B873593CC9E2D51)
 # Per-n salts, so that "abc" as a 3-gram and "\0abc" as a 4-gram never share a bucket by design.
 _CHAR_SALT = {n: np.uint64((0x5851F42D4C957F2D * (n + 1)) & _MASK64) for n in CHAR_NS}
+_CHAR_SALT_POW = {n: np.uint64((int(s) * pow(1_000_003, n, 1 << 64)) & _MASK64) for n, s in _CHAR_SALT.items()}
 # Words too common to explain anything to a reader (they still count as features).
 _STOP_WORDS = frozenset(
     "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
@@ -56,11 +57,28 @@ def _word_index(key: str) -> int:
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) & (DIM - 1)
 
 
+# token -> crc32 of its UTF-8: most tokens recur from prompt to prompt, and a look-up is a
+# fraction of encode + crc32. Only short tokens, and cleared past _CRC_CACHE_MAX entries, so
+# it stays a few MB whatever is pasted.
+_CRC_CACHE: dict[str, int] = {}
+_CRC_CACHE_MAX = 50_000
+_CRC_CACHE_TOKEN_CHARS = 40
+
+
+def _crc(token: str) -> int:
+    h = zlib.crc32(token.encode("utf-8", "surrogatepass"))
+    if len(token) <= _CRC_CACHE_TOKEN_CHARS:
+        if len(_CRC_CACHE) >= _CRC_CACHE_MAX:
+            _CRC_CACHE.clear()
+        _CRC_CACHE[token] = h
+    return h
+
+
 def _word_indices(toks: list[str]) -> np.ndarray:
     """Buckets of the unigrams (crc32 each), then of the bigrams, mixed from their unigrams'
     32-bit hashes in numpy: one crc32 call per token instead of two."""
-    h = np.fromiter((zlib.crc32(t.encode("utf-8", "surrogatepass")) for t in toks), dtype=np.uint64,
-                    count=len(toks))
+    get = _CRC_CACHE.get
+    h = np.array([get(t) or _crc(t) for t in toks], dtype=np.uint64)
     with np.errstate(over="ignore"):
         bigrams = (h[:-1] << np.uint64(32)) ^ h[1:] ^ _BIGRAM_SALT
         both = np.concatenate([h ^ _UNIGRAM_SALT, bigrams])
@@ -72,14 +90,20 @@ def _char_indices(lower: str) -> np.ndarray:
     codes = np.frombuffer(lower.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
     codes[(codes >= 48) & (codes <= 57)] = 48  # every digit is "0": "12 apples" ~ "37 apples"
     out = []
+    # h_n = salt_n * B^n + p_n with p_n[i] = sum_k c[i+k] B^(n-1-k), and p_{n+1}[i] = p_n[i] B + c[i+n]:
+    # each longer n-gram extends the shorter one's polynomial (all mod 2**64, as the hash is).
+    size = len(codes)
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps mod 2**64, which is the hash
-        for n in CHAR_NS:
-            if len(codes) < n:
-                continue
-            h = np.full(len(codes) - n + 1, _CHAR_SALT[n], dtype=np.uint64)
-            for k in range(n):
-                h = h * _CHAR_BASE + codes[k:len(codes) - n + 1 + k]
-            out.append((h * _MIX) >> _SHIFT)
+        p = codes.copy()  # p_1
+        for n in range(2, CHAR_NS[-1] + 1):
+            if size < n:
+                break
+            p = p[:size - n + 1] * _CHAR_BASE + codes[n - 1:]
+            if n in _CHAR_SALT:
+                h = p + _CHAR_SALT_POW[n]
+                h *= _MIX
+                h >>= _SHIFT
+                out.append(h)
     return np.concatenate(out).astype(np.intp) if out else np.zeros(0, dtype=np.intp)
 
 
@@ -102,8 +126,7 @@ class Features:
 
 def extract(text: str, rules: RuleDecision) -> Features:
     """Features of scanned text (classifier_rules.scan_text) and the rules' decision on it."""
-    lower = text.lower()
-    toks = tokenize(lower)
+    lower, toks = lower_and_tokens(text)
     words = _word_indices(toks)
     chars = _char_indices(lower)
 
