@@ -1,13 +1,15 @@
-"""The classifier's decisions must not change under performance work.
+"""The rules and the learned stage's features must not change under performance work.
 
-tests/data/classifier/snapshot.json holds, for every prompt below, what classify() answered
-when it was written (signals, task, scores, probabilities, stage, evidence, confidence to 6
-places). A pure speed-up must reproduce it exactly. The prompts: tuning.jsonl, labelled_prompts.jsonl,
-the 4,000-character prompts of classifier_eval.long_prompts, mixtures of those prompts and
-adversarial long inputs. Never heldout.jsonl.
+tests/data/classifier/snapshot.json holds, for every prompt below, what the rules decided
+(task, signals, scores, strength) and a digest of the learned stage's hashed features, as the
+code computed them when it was written. Neither depends on the trained weights, so retraining
+leaves it valid; a pure speed-up of the rules or the feature code must reproduce it exactly.
+The prompts: tuning.jsonl, the 4,000-character prompts of classifier_eval.long_prompts,
+mixtures of tuning prompts, adversarial long inputs and fuzz. Never heldout.jsonl.
 
-Regenerate (only when a change is *meant* to alter decisions), from the code in CODE_DIR
-(default: this checkout; give the old checkout's root to snapshot the code before a change):
+Regenerate (when the rules or features are *meant* to change, or tuning.jsonl grows), from the
+code in CODE_DIR (default: this checkout; give the old checkout's root to snapshot the code
+before a change):
     python tests/test_classifier_snapshot.py --write [CODE_DIR]
 """
 
@@ -18,12 +20,11 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT = ROOT / "tests" / "data" / "classifier" / "snapshot.json"
 TUNING = ROOT / "tests" / "data" / "classifier" / "tuning.jsonl"
-LABELLED = ROOT / "tests" / "data" / "labelled_prompts.jsonl"
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -93,16 +94,14 @@ def prompts() -> dict[str, str]:
     """Name -> prompt, deterministic."""
     from zeta_local import classifier_eval as ce
 
-    tuning, labelled = _rows(TUNING), _rows(LABELLED)
+    tuning = _rows(TUNING)
     out: dict[str, str] = {}
-    for name, rows in (("tuning", tuning), ("labelled", labelled)):
-        for i, row in enumerate(rows):
-            out[f"{name}{i}"] = row["prompt"]
-    for name, rows in (("tuning", tuning), ("labelled", labelled)):
-        for task, text in ce.long_prompts(rows).items():
-            out[f"long_{name}_{task}"] = text
+    for i, row in enumerate(tuning):
+        out[f"tuning{i}"] = row["prompt"]
+    for task, text in ce.long_prompts(tuning).items():
+        out[f"long_tuning_{task}"] = text
     # Mixtures: several prompts of different tasks run together, 1,500 to 6,000 characters.
-    everything = [r["prompt"] for r in tuning + labelled]
+    everything = [r["prompt"] for r in tuning]
     n = len(everything)
     for i in range(150):
         parts, k = [], 0
@@ -141,10 +140,17 @@ def fuzz(n: int = 3000) -> dict[str, str]:
                                 for _ in range(rnd.randint(1, 14))) for i in range(n)}
 
 
-def record(result) -> dict:
-    return {"task": result.task, "signals": list(result.signals), "scores": result.scores,
-            "confidence": round(result.confidence, 6), "probabilities": result.probabilities,
-            "stage": result.stage, "evidence": list(result.evidence)}
+def record(prompt: str) -> dict:
+    from zeta_local import classifier_rules as rules
+    from zeta_local import learned_classifier as learned
+
+    text = rules.scan_text(prompt)
+    decision = rules.decide(text)
+    features = learned.extract(text, decision)
+    digest = hashlib.sha1(np.sort(features.index).astype(np.int64).tobytes())
+    digest.update(np.sort(features.value).astype(np.float32).tobytes())
+    return {"task": decision.task, "signals": list(decision.signals), "scores": decision.scores,
+            "strength": round(decision.strength, 6), "features": digest.hexdigest()[:16]}
 
 
 def _key(name: str, prompt: str) -> str:
@@ -152,16 +158,16 @@ def _key(name: str, prompt: str) -> str:
 
 
 def current() -> dict[str, dict]:
-    from zeta_local.classifier import classify
+    from zeta_local import classifier_rules
 
-    print(f"classifying with {classify.__code__.co_filename}", file=sys.stderr)
-    return {_key(name, p): record(classify(p)) for name, p in prompts().items()}
+    print(f"recording with {classifier_rules.__file__}", file=sys.stderr)
+    return {_key(name, p): record(p) for name, p in prompts().items()}
 
 
 def test_decisions_match_the_snapshot():
     want = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
     got = current()
-    assert set(got) == set(want), "the snapshot's prompts changed; regenerate it from the old code"
+    assert set(got) == set(want), "the snapshot's prompts changed (tuning.jsonl grew?); regenerate it"
     diff = [k for k in want if got[k] != want[k]]
     assert not diff, f"{len(diff)} decisions changed, e.g. {diff[:3]}: " + \
         "; ".join(f"{k}: {want[k]} -> {got[k]}" for k in diff[:3])
