@@ -38,7 +38,9 @@ BBH_PER_TASK = 17
 
 # self-instruct seed tasks (175, human-written), labelled one by one; the rest are chat.
 SEED_CODE = {28, 31, 37, 41, 50, 69, 72, 138, 139, 140, 141, 158}
-SEED_REASON = {22, 25, 35, 45, 58, 83, 109, 110, 136, 144, 155, 164}
+# Plans under stated constraints (a school's weekly menu 24, a 7-day trip 40, a syllabus 145) are
+# reason, as the README's planning rule says.
+SEED_REASON = {22, 24, 25, 35, 40, 45, 58, 83, 109, 110, 136, 144, 145, 155, 164}
 # dropped: ambiguous between tasks (verbal analogies 1 and 15, "create a fun math question" 21,
 # word at position 53, html mask 61, chess puzzle 106, sorting a list 132, longest sentence 170,
 # explaining ML to lay people 19, budgets 91 and 121) or asking for stereotypes, toxic text or
