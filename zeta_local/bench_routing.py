@@ -253,12 +253,15 @@ def _reusable_prefix(router: Any, name: str, messages: list[dict[str, str]]) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zeta_local.bench_routing",
-                                     description="time to first token of turn 2, affinity on vs off")
+                                     description="turn 2's first token with affinity on and off; "
+                                                 "with --all, the whole routing section of the bench")
     parser.add_argument("--config", help="models.toml whose `tiny` (or --model) model to use")
     parser.add_argument("--model", default="tiny", help="the model of models.toml to measure")
     parser.add_argument("--pairs", type=int, default=7)
     parser.add_argument("--functions", type=int, default=14,
                         help="functions in the pasted file (about 85 tokens each)")
+    parser.add_argument("--all", action="store_true",
+                        help="also the classifier on the held-out prompts and the semantic stage")
     parser.add_argument("--json", help="write the result here too")
     args = parser.parse_args(argv)
     from zeta_local.config import load_config
@@ -266,8 +269,15 @@ def main(argv: list[str] | None = None) -> int:
 
     path = find_model_file(load_config(args.config).models[args.model])
     assert path is not None
-    result = measure_affinity(path, pairs=args.pairs, functions=args.functions,
-                              progress=lambda line: print(line, file=sys.stderr, flush=True))
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.all:
+        result = measure_routing(path, Path(tempfile.mkdtemp(prefix="zeta-bench-routing-")), quick=False,
+                                 progress=progress)
+    else:
+        result = measure_affinity(path, pairs=args.pairs, functions=args.functions, progress=progress)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
