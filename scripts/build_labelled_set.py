@@ -63,11 +63,12 @@ SOURCES = [
     ("self_instruct_seed.jsonl", "self-instruct-seed"),
     ("nq_open.jsonl", "nq-open"),
     ("zeta_handwritten_v5a.jsonl", "zeta-handwritten-v5a"),
+    ("zeta_handwritten_v5b.jsonl", "zeta-handwritten-v5b"),
 ]
 # sources whose rows all go to tuning, leaving the held-out split as it was
 TRAINING_ONLY = {"zeta-handwritten-v3", "zeta-handwritten-v4a", "zeta-handwritten-v4b", "gsm8k-train",
                  "bbh-extra", "mbpp-extra", "humaneval-extra", "self-instruct-seed", "nq-open",
-                 "zeta-handwritten-v5a"}
+                 "zeta-handwritten-v5a", "zeta-handwritten-v5b"}
 
 
 def normalise(text):
