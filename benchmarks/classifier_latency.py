@@ -11,7 +11,6 @@ import gc
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,15 +25,9 @@ from test_classifier_snapshot import TUNING, adversarial  # noqa: E402
 
 
 def stats(fn, prompts, reps):
-    timings = []
-    for p in prompts:
-        fn(p)
-        for _ in range(reps):
-            t = time.perf_counter_ns()
-            fn(p)
-            timings.append(time.perf_counter_ns() - t)
-    timings.sort()
-    return timings[len(timings) // 2] / 1000, timings[min(len(timings) - 1, int(0.99 * len(timings)))] / 1000
+    """(p50, p99) in microseconds of `fn` over every prompt x reps."""
+    lat = ce.latency(prompts, reps, fn)
+    return lat["p50_us"], lat["p99_us"]
 
 
 def main() -> None:
