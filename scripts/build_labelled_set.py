@@ -67,12 +67,13 @@ SOURCES = [
     ("zeta_handwritten_v5c.jsonl", "zeta-handwritten-v5c"),
     ("zeta_handwritten_v6a.jsonl", "zeta-handwritten-v6a"),
     ("zeta_handwritten_v6b.jsonl", "zeta-handwritten-v6b"),
+    ("zeta_handwritten_v6c.jsonl", "zeta-handwritten-v6c"),
 ]
 # sources whose rows all go to tuning, leaving the held-out split as it was
 TRAINING_ONLY = {"zeta-handwritten-v3", "zeta-handwritten-v4a", "zeta-handwritten-v4b", "gsm8k-train",
                  "bbh-extra", "mbpp-extra", "humaneval-extra", "self-instruct-seed", "nq-open",
                  "zeta-handwritten-v5a", "zeta-handwritten-v5b", "zeta-handwritten-v5c",
-                 "zeta-handwritten-v6a", "zeta-handwritten-v6b"}
+                 "zeta-handwritten-v6a", "zeta-handwritten-v6b", "zeta-handwritten-v6c"}
 
 
 def normalise(text):
