@@ -359,9 +359,9 @@ def heldout() -> ce.Evaluation:
     return ce.evaluate(ce.load_rows(HELDOUT))
 
 
-# The issue's targets. Not met yet (held-out accuracy 0.888, reason recall 0.787, confidence
-# >= 0.9 right 0.950 at the commit that added these); strict, so meeting them fails loudly here.
-_NOT_MET = pytest.mark.xfail(strict=True, reason="issue 11 target not met yet; see the commit message")
+# Two of the issue's targets are not met yet: held-out accuracy is 0.962 (target 0.97) and chat's
+# recall 0.934 (target 0.95), with 7,664 tuning prompts; strict, so meeting them fails loudly here.
+_NOT_MET = pytest.mark.xfail(strict=True, reason="issue 11 target not met yet (accuracy 0.962, chat recall 0.934)")
 
 
 @_NOT_MET
@@ -374,21 +374,20 @@ def test_heldout_recall_of_every_task_is_at_least_95_percent(heldout: ce.Evaluat
     assert min(heldout.recall.values()) >= 0.95, heldout.recall
 
 
-@_NOT_MET
 def test_heldout_confident_decisions_are_right_98_percent_of_the_time(heldout: ce.Evaluation):
     assert heldout.high_confidence_accuracy >= 0.98, heldout.high_confidence
 
 
 def test_heldout_floor_holds(heldout: ce.Evaluation):
     """What the classifier does reach today; a change that falls below it is a regression."""
-    assert heldout.accuracy >= 0.87
-    assert min(heldout.recall.values()) >= 0.75
-    assert heldout.high_confidence_accuracy >= 0.94
+    assert heldout.accuracy >= 0.95
+    assert min(heldout.recall.values()) >= 0.92
+    assert heldout.high_confidence_accuracy >= 0.98
 
 
 def test_heldout_calibration_is_sane(heldout: ce.Evaluation):
     """Confidence means roughly "right that often": a generous bound on the calibration error."""
-    assert heldout.ece < 0.12, "\n".join(ce.report_lines("heldout", heldout, list_wrong=False))
+    assert heldout.ece < 0.05, "\n".join(ce.report_lines("heldout", heldout, list_wrong=False))
 
 
 @pytest.mark.parametrize("prompt", ["hmm", "tell me something", "can you help me with this?",

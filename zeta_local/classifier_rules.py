@@ -201,6 +201,12 @@ _lexicon("planning:", "reason", 1.5, "strategy|strategies|roadmap|itinerary|prio
 _lexicon("planning_term:", "reason", 1.0, "how should i|how should we|risks")
 _lexicon("creative_writing", "chat", 2.0,
          "screenplay|movie script|film script|play script|tv script|video script")
+# Work on a text the user brings (summarise, translate, proofread, continue a story): chat,
+# however long the pasted text or whatever numbers are in it.
+_lexicon("text_task", "chat", 1.5,
+         "summarise|summarize|summarising|summarizing|summary of|translate|translation|proofread|"
+         "proofreading|rephrase|paraphrase|reword|rewrite this|rewrite it|make it flow|fix my grammar|"
+         "correct my text|continue this story|continue the story|tl dr|tldr")
 _lexicon("small_talk", "chat", 1.0,
          "how are you|what's your favorite|what's your favourite|what is your favorite|tell me about yourself|"
          "who are you|can we talk|can we just talk|i feel|i'm feeling|i am feeling")

@@ -181,9 +181,12 @@ class Model:
             return ()
         k = TASKS.index(task)
         rows = self.weights[:, features.index[:n]]
-        push = rows[k] - np.delete(rows, k, axis=0).mean(axis=0)
+        push = rows[k] - (rows.sum(axis=0) - rows[k]) / (len(TASKS) - 1)
+        # Only the strongest few need ordering (repeats and stop words: look deeper than `top`).
+        look = min(n, 8 * top)
+        strongest = np.argpartition(-push, look - 1)[:look] if look < n else np.arange(n)
         total: dict[str, float] = {}
-        for i in np.argsort(-push, kind="stable")[: 8 * top]:  # repeats and stop words: look deeper
+        for i in strongest[np.argsort(-push[strongest], kind="stable")]:
             name = features.word_name(int(i))
             if push[i] > 0 and not set(name.split()) <= _STOP_WORDS:
                 total[name] = total.get(name, 0.0) + float(push[i])
