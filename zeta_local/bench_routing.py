@@ -100,7 +100,7 @@ def measure_semantic(model_path: Path, work: Path, rows: list[dict[str, str]],
         threshold = router.config.router.uncertain_below
         router.preload("m", embedding=True)
         started = time.perf_counter()
-        router.route("index, please")  # starts the examples' embedding (or finds it cached)
+        router.route("hmm")  # too little to go on: uncertain, so it starts the examples' embedding
         router._semantic.wait_ready(1800)
         index_s = time.perf_counter() - started
         if progress:
