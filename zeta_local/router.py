@@ -178,10 +178,10 @@ class ZetaDynamicRouter:
     def _decide(self, prompt: str, task: str | None, model: str | None) -> RouteDecision:
         """route(); with `model` given, a chain of that model alone, under the task given or
         classified (never escalated: the model answers whatever the task)."""
+        if model is None:
+            return self.route(prompt, task)
         _check_prompt(prompt)
         _check_task(task)
-        if model is None:
-            return decide(prompt, task, self.config, second_opinion=self._second_opinion)
         if "generate" not in self._spec(model).capabilities:
             raise InvalidRequest(f"model {model!r} does not have the 'generate' capability")
         decision = decide(prompt, task, self.config, escalate=False)

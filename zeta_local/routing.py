@@ -1,5 +1,6 @@
-"""Which task a request is and which chain it runs: the caller's task=, else the classifier,
-whose uncertain decisions are escalated ("fail expensive").
+"""Which task a request is and which chain it runs: the caller's task=, else the classifier;
+when it is uncertain, the semantic stage's vote if that is sure (semantic.py, off by default),
+else escalation ("fail expensive").
 
 A classified decision whose confidence is under `[router] uncertain_below` goes to the chain of
 `[router] uncertain_task` (default "reason": its models are the largest), since a wrong guess
