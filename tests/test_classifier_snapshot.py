@@ -177,6 +177,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] != ["--write"] or len(sys.argv) > 3:
         sys.exit(__doc__)
     sys.path.insert(0, sys.argv[2] if len(sys.argv) > 2 else str(ROOT))
-    SNAPSHOT.write_text(json.dumps(current(), indent=0, sort_keys=True, ensure_ascii=False) + "\n",
-                        encoding="utf-8")
+    entries = sorted(current().items())  # one prompt a line, so that a diff reads
+    SNAPSHOT.write_text("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(v, sort_keys=True, ensure_ascii=False)}"
+                                            for k, v in entries) + "\n}\n", encoding="utf-8")
     print(f"wrote {SNAPSHOT}")
