@@ -1,7 +1,7 @@
 """The rules and the learned stage's features must not change under performance work.
 
-tests/data/classifier/snapshot.json holds, for every prompt below, what the rules decided
-(task, signals, scores, strength) and a digest of the learned stage's hashed features, as the
+tests/data/classifier/snapshot.json holds, for every prompt below, a digest of what the rules
+decided (task, signals, scores, strength) and of the learned stage's hashed features, as the
 code computed them when it was written. Neither depends on the trained weights, so retraining
 leaves it valid; a pure speed-up of the rules or the feature code must reproduce it exactly.
 The prompts: tuning.jsonl, the 4,000-character prompts of classifier_eval.long_prompts,
@@ -157,20 +157,27 @@ def _key(name: str, prompt: str) -> str:
     return name + ":" + hashlib.sha1(prompt.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
-def current() -> dict[str, dict]:
+def current() -> dict[str, str]:
+    """Prompt key -> a digest of its record (the snapshot keeps digests: 0.7 MB, not 2.7)."""
     from zeta_local import classifier_rules
 
     print(f"recording with {classifier_rules.__file__}", file=sys.stderr)
-    return {_key(name, p): record(p) for name, p in prompts().items()}
+    return {_key(name, p): _digest(record(p)) for name, p in prompts().items()}
+
+
+def _digest(entry: dict) -> str:
+    return hashlib.sha1(json.dumps(entry, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def test_decisions_match_the_snapshot():
     want = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
-    got = current()
+    named = prompts()
+    got = {_key(name, p): _digest(record(p)) for name, p in named.items()}
     assert set(got) == set(want), "the snapshot's prompts changed (tuning.jsonl grew?); regenerate it"
     diff = [k for k in want if got[k] != want[k]]
-    assert not diff, f"{len(diff)} decisions changed, e.g. {diff[:3]}: " + \
-        "; ".join(f"{k}: {want[k]} -> {got[k]}" for k in diff[:3])
+    by_key = {_key(name, p): p for name, p in named.items()}
+    assert not diff, f"{len(diff)} decisions changed, e.g. " + "; ".join(
+        f"{k}: now {record(by_key[k])}" for k in diff[:3])
 
 
 if __name__ == "__main__":
@@ -178,6 +185,6 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     sys.path.insert(0, sys.argv[2] if len(sys.argv) > 2 else str(ROOT))
     entries = sorted(current().items())  # one prompt a line, so that a diff reads
-    SNAPSHOT.write_text("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(v, sort_keys=True, ensure_ascii=False)}"
-                                            for k, v in entries) + "\n}\n", encoding="utf-8")
+    SNAPSHOT.write_text("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in entries) + "\n}\n",
+                        encoding="utf-8")
     print(f"wrote {SNAPSHOT}")
