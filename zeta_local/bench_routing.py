@@ -89,6 +89,7 @@ def measure_semantic(model_path: Path, work: Path, rows: list[dict[str, str]],
                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The classifier alone vs with the semantic stage (model_path embedding), on `rows`."""
     from zeta_local import ZetaDynamicRouter
+    from zeta_local.bench_baseline import percentile
     from zeta_local.classifier import classify
     from zeta_local.config import load_config
 
@@ -105,10 +106,11 @@ def measure_semantic(model_path: Path, work: Path, rows: list[dict[str, str]],
         index_s = time.perf_counter() - started
         if progress:
             progress(f"semantic index ready in {index_s:.1f} s")
-        uncertain = decided = right_before = right_after = 0
+        uncertain = decided = right_before = right_after = correct = 0
         timings = []
         for row in rows:
             found = classify(row["prompt"])
+            correct += found.task == row["task"]
             if found.confidence >= threshold:
                 continue
             uncertain += 1
@@ -119,8 +121,6 @@ def measure_semantic(model_path: Path, work: Path, rows: list[dict[str, str]],
                 decided += 1
                 right_before += found.task == row["task"]
                 right_after += decision.task == row["task"]
-    timings.sort()
-    correct = sum(classify(r["prompt"]).task == r["task"] for r in rows)
     return {
         "prompts": len(rows), "uncertain": uncertain, "decided_by_semantic": decided,
         "of_those_right_classifier": right_before, "of_those_right_semantic": right_after,
@@ -128,8 +128,7 @@ def measure_semantic(model_path: Path, work: Path, rows: list[dict[str, str]],
         "accuracy_with_semantic": round((correct - right_before + right_after) / len(rows), 4),
         "index_build_s": round(index_s, 1),
         "route_ms_uncertain": {"p50": round(statistics.median(timings), 1) if timings else None,
-                               "p99": round(timings[min(len(timings) - 1, int(0.99 * len(timings)))], 1)
-                               if timings else None},
+                               "p99": round(percentile(timings, 0.99), 1) if timings else None},
     }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from zeta_local.bench_baseline import percentile
 from zeta_local.classifier import Classification, classify
 from zeta_local.classifier_rules import TASKS
 
@@ -111,10 +112,8 @@ def latency(prompts: Iterable[str], reps: int = 50,
             timings.append(time.perf_counter_ns() - start)
     if not timings:
         return {"p50_us": 0.0, "p99_us": 0.0, "max_us": 0.0, "calls": 0}
-    timings.sort()
-    return {"p50_us": statistics.median(timings) / 1000,
-            "p99_us": timings[min(len(timings) - 1, int(0.99 * len(timings)))] / 1000,
-            "max_us": timings[-1] / 1000, "calls": len(timings)}
+    return {"p50_us": statistics.median(timings) / 1000, "p99_us": percentile(timings, 0.99) / 1000,
+            "max_us": max(timings) / 1000, "calls": len(timings)}
 
 
 def long_prompts(rows: Iterable[dict[str, str]], chars: int = 4000) -> dict[str, str]:

@@ -26,8 +26,8 @@ from zeta_local.prompt_format import validate_messages
 from zeta_local.results import (Attempt, Done, EmbeddingResult, GenerationResult, ModelStatus,
                                 RouteDecision, Stream, StreamEvent)
 from zeta_local.routing import decide
-from zeta_local.semantic import SemanticStage, Vote, load_examples
 from zeta_local.sampling import SamplingOverrides
+from zeta_local.semantic import SemanticStage, Vote, load_examples
 from zeta_local.sources import find_model_file
 from zeta_local.watchdog import BUDGET_KEYS, check_budget_overrides
 
@@ -101,8 +101,10 @@ class ZetaDynamicRouter:
     def _second_opinion(self, prompt: str) -> Vote | None:
         """The semantic stage's vote, with the first embedding model of the embed chain that
         is already loaded (none is loaded for it); None when off, or no such model is loaded."""
+        if self._semantic is None:
+            return None
         name = next((n for n in self.config.routes["embed"] if self._pool.loaded_and_healthy(n, True)), None)
-        if self._semantic is None or name is None:
+        if name is None:
             return None
 
         def embed(texts: list[str]) -> Any:
