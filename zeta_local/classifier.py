@@ -31,14 +31,13 @@ _NO_SIGNALS = "no code or reasoning signals"
 # escalation threshold whatever the learned stage leans to. A policy, not a fit: the labelled
 # set calls such prompts chat, but the next message may well be code or a puzzle.
 VAGUE_SHRINK = 2 / 3
-_NOT_A_TOPIC = frozenset(
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
-    "these those i im me my we our you your u ur he she him her they them their what whats how when where why "
-    "who which do does did have has had not no so can could would should will just than then there here about "
-    "any all some something anything thing things stuff help please pls tell say know think want need like "
-    "look see ok okay yes yeah yep no nope hmm hm um uh well sure right go going get got one more again now "
-    "question questions idea ideas thoughts opinion mean meant really very quite also too maybe lol fix solve explain "
-    "problem issue work works working wrong right correct better best way try trying doing done make do".split())
+# The learned stage's stop words, and the words that ask or react without naming a topic.
+_NOT_A_TOPIC = learned.STOP_WORDS | frozenset(
+    "im u ur whats who which something anything thing things stuff help please pls tell say know "
+    "think want need like look see ok okay yes yeah yep nope hmm hm um uh well sure right go going "
+    "get got one more again now question questions idea ideas thoughts opinion mean meant really "
+    "very quite also too maybe lol fix solve explain problem issue work works working wrong correct "
+    "better best way try trying doing done make".split())
 
 
 @dataclass(frozen=True)

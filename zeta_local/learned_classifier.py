@@ -44,7 +44,7 @@ _BIGRAM_SALT = np.uint64(0x1B873593CC9E2D51)
 _CHAR_SALT = {n: np.uint64((0x5851F42D4C957F2D * (n + 1)) & _MASK64) for n in CHAR_NS}
 _CHAR_SALT_POW = {n: np.uint64((int(s) * pow(1_000_003, n, 1 << 64)) & _MASK64) for n, s in _CHAR_SALT.items()}
 # Words too common to explain anything to a reader (they still count as features).
-_STOP_WORDS = frozenset(
+STOP_WORDS = frozenset(
     "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
     "these those i me my we our you your he she him her they them their what whom how when where why "
     "do does did have has had not no so can could would should will just than then there here about into "
@@ -188,7 +188,7 @@ class Model:
         total: dict[str, float] = {}
         for i in strongest[np.argsort(-push[strongest], kind="stable")]:
             name = features.word_name(int(i))
-            if push[i] > 0 and not set(name.split()) <= _STOP_WORDS:
+            if push[i] > 0 and not set(name.split()) <= STOP_WORDS:
                 total[name] = total.get(name, 0.0) + float(push[i])
         return tuple(sorted(total, key=lambda w: -total[w])[:top])
 
