@@ -239,3 +239,17 @@ def test_a_bad_examples_file_is_named(write_config, gemma_path, tmp_path):
     with pytest.raises(ConfigError, match="semantic_examples"):
         ZetaDynamicRouter.from_toml(write_config({"gemma": {"path": str(gemma_path)}},
                                                  router={"semantic_examples": "nowhere.jsonl"}))
+
+
+def test_a_failing_prompt_embedding_makes_the_stage_abstain(gemma_router, gemma_path, tmp_path):
+    """The index is ready but embedding this prompt fails (a deadline, a crash): no vote, no raise."""
+    embed = CountingEmbed(gemma_router)
+    stage = SemanticStage(EXAMPLES, cache_root=tmp_path)
+    stage.index(gemma_path, embed)
+    assert stage.wait_ready(120)
+    assert stage.second_opinion("undo my last git commit", gemma_path, embed) is not None
+
+    def failing(texts: list[str]) -> np.ndarray:
+        raise RuntimeError("deadline passed")
+
+    assert stage.second_opinion("undo my last git commit", gemma_path, failing) is None
