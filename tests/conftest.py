@@ -77,7 +77,8 @@ def write_config(tmp_path: Path, tiny_models: dict[str, Path]) -> Callable[..., 
             resolved[model_name] = table
         chain = default_chain or list(models)
         all_routes = {task: chain for task in ("code", "reason", "chat", "embed")} | (routes or {})
-        data: dict[str, Any] = {"router": {"max_tokens": 16, "seed": 7} | (router or {}),
+        data: dict[str, Any] = {"router": {"max_tokens": 16, "seed": 7,
+                                           "metrics_path": str(tmp_path / "metrics.sqlite3")} | (router or {}),
                                 "models": resolved, "routes": all_routes}
         path = tmp_path / name
         path.write_text(dump_toml(data))

@@ -122,6 +122,21 @@ class RouterSettings:
     # embedding model is already loaded, the nearest labelled examples vote. See semantic.py.
     semantic_routing: bool = False
     semantic_examples: Path | None = None  # a jsonl of {"prompt", "task"}; None = the packaged set
+    # Usage metrics (metrics.py): every attempt is recorded in a small SQLite file that outlives
+    # the process, the last `metrics_keep` attempts per model. None = cache_dir()/metrics.sqlite3.
+    metrics: bool = True
+    metrics_path: Path | None = None
+    metrics_keep: int = 1000
+    # Adaptive order (ordering.py): fallbacks ordered by how they did in their last
+    # `adaptive_window` attempts within `adaptive_window_s`; a first choice whose success rate there
+    # is under `demote_below` loses its place.
+    adaptive: bool = False
+    adaptive_window: int = 20
+    adaptive_window_s: float = 900.0
+    demote_below: float = 0.5
+    # Load spreading: a first choice whose expected wait exceeds this many seconds hands the
+    # request to a loaded, idle model of the chain. None = off.
+    max_queue_wait_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -243,7 +258,9 @@ _ROUTER_SECONDS = ("load_timeout_s", "first_token_timeout_s", "first_token_s_per
 _ROUTER_SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed")
 _ROUTER_KEYS = _ROUTER_SAMPLING + ("n_threads",) + _ROUTER_SECONDS + (
     "queue_size", "allowed_fails", "ram_budget", "vram_budget", "memory_headroom", "flash_attn",
-    "uncertain_below", "uncertain_task", "affinity", "semantic_routing", "semantic_examples")
+    "uncertain_below", "uncertain_task", "affinity", "semantic_routing", "semantic_examples",
+    "metrics", "metrics_path", "metrics_keep", "adaptive", "adaptive_window", "adaptive_window_s",
+    "demote_below", "max_queue_wait_s")
 
 
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:
@@ -282,6 +299,18 @@ def _parse_router(t: _Table) -> RouterSettings:
         affinity=t.take("affinity", bool, d.affinity),
         semantic_routing=t.take("semantic_routing", bool, d.semantic_routing),
         semantic_examples=_examples_file(t),
+        metrics=t.take("metrics", bool, d.metrics),
+        metrics_path=_metrics_file(t),
+        metrics_keep=t.take("metrics_keep", int, d.metrics_keep,
+                            lambda v: None if v >= 10 else "must be at least 10 attempts"),
+        adaptive=t.take("adaptive", bool, d.adaptive),
+        adaptive_window=t.take("adaptive_window", int, d.adaptive_window,
+                               lambda v: None if v >= 2 else "must be at least 2 attempts"),
+        adaptive_window_s=float(t.take("adaptive_window_s", (int, float), d.adaptive_window_s, _positive)),
+        demote_below=float(t.take("demote_below", (int, float), d.demote_below,
+                                  lambda v: None if 0 <= v <= 1 else "must be between 0 and 1 "
+                                  "(a success rate; 0 never demotes the first choice)")),
+        max_queue_wait_s=_float_or_none(t.take("max_queue_wait_s", (int, float), None, _positive)),
     )
     t.done(_ROUTER_KEYS)
     return settings
@@ -297,6 +326,12 @@ def _examples_file(t: _Table) -> Path | None:
         t.fail("semantic_examples", f"no file at {path}; give a jsonl of {{\"prompt\", \"task\"}} "
                                     "rows, or remove the key to use the packaged examples")
     return path
+
+
+def _metrics_file(t: _Table) -> Path | None:
+    """`metrics_path`: relative to the config file's folder; created on first use."""
+    value = t.take("metrics_path", str, None)
+    return None if value is None else t.file.parent / Path(value).expanduser()
 
 
 def _sampling(t: _Table, key: str, default: Any) -> Any:

@@ -24,6 +24,7 @@ COOLING_DOWN = "cooling_down"  # the circuit breaker skips a model that keeps fa
 QUARANTINED = "quarantined"  # its worker did not come back from a cancel
 CANCELLED = "cancelled"  # the caller cancelled the request
 DOES_NOT_FIT = "does_not_fit"  # its predicted memory does not fit the budgets (numbers in detail)
+BUSY_REROUTED = "busy_rerouted"  # its expected wait passed max_queue_wait_s; an idle model answered
 
 
 @dataclass(frozen=True)
