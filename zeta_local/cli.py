@@ -1,5 +1,5 @@
-"""The `zeta-local` command: ask, route, embed, status, models, plan, download, doctor, bench,
-serve.
+"""The `zeta-local` command: ask, route, embed, status, stats, models, plan, download, doctor,
+bench, serve.
 
 What a person sees is decided here: answers on stdout as they are generated, which model
 answered and every model skipped (with why) on stderr, and a one-line error with a non-zero exit
@@ -93,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=_status)
 
+    stats = sub.add_parser("stats", parents=[common],
+                           help="how each model did per task, from the metrics file (loads no model)")
+    stats.add_argument("--since", type=_duration, metavar="DURATION",
+                       help="only attempts in the last DURATION: 30s, 15m, 2h, 7d, 1h30m")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(run=_stats)
+
     download = sub.add_parser("download", parents=[common],
                               help="fetch models' GGUF files from the Hugging Face hub, verified")
     download.add_argument("names", nargs="*", metavar="NAME")
@@ -148,6 +155,16 @@ def _global_options(parser: argparse.ArgumentParser, *, config: Any, verbose: An
                              "then the copy shipped with zeta_local)")
     parser.add_argument("-v", "--verbose", action="count", default=verbose, dest=verbose_dest,
                         help="log routing decisions (-v) and llama.cpp's own log (-vv)")
+
+
+def _duration(text: str) -> float:
+    """--since: a bad value is argparse's usage error (exit 2), like any other bad argument."""
+    from zeta_local.metrics import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -250,6 +267,43 @@ def _status(args: argparse.Namespace) -> int:
                  [(r.name, r.state, mib(r.memory_bytes) if r.memory_bytes else "-",
                    "on" if r.flash_attn else "off", str(r.queue_length), str(r.served), str(r.failed),
                    r.detail) for r in rows])
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    import time
+
+    from zeta_local.metrics import metrics_file, store_for, summarize
+
+    config = load_config(args.config)
+    path = metrics_file(config.router)
+    if path is None:
+        _err(f"[router] metrics = false in {config.path}; nothing is recorded")
+        if args.json:
+            _print_json([])
+        return 0
+    path, rows = path.absolute(), []
+    if path.exists():  # stats must not create an empty file
+        # What goes wrong with the file (corrupt, locked) is what this command is asked about.
+        logging.getLogger("zeta_local.metrics").setLevel(logging.WARNING)
+        with store_for(config.router) as store:
+            rows = summarize(store.records(None if args.since is None else time.time() - args.since))
+    if args.json:
+        _print_json([asdict(r) | {"success_rate": r.success_rate} for r in rows])
+    if not rows:
+        _err(f"no attempts recorded yet in {path}" if args.since is None else
+             f"no attempts recorded in the last {_seconds(args.since)} in {path}")
+        return 0
+    if args.json:
+        return 0
+    print(f"metrics: {path}" + (f" (the last {_seconds(args.since)})" if args.since else ""))
+    _print_table(("MODEL", "TASK", "REQUESTS", "SUCCESS", "FAILURES", "FIRST TOKEN P50",
+                  "FIRST TOKEN P95", "TOKENS/S P50", "AS FALLBACK"), [(
+        r.model, r.task, str(r.requests), f"{100 * r.success_rate:.1f}%",
+        ", ".join(f"{outcome} {n}" for outcome, n in r.failures.items()) or "-",
+        _opt(r.first_token_p50, "{:.2f} s"), _opt(r.first_token_p95, "{:.2f} s"),
+        _opt(r.tokens_per_s_p50, "{:.1f}"), str(r.as_fallback),
+    ) for r in rows])
     return 0
 
 
@@ -416,6 +470,18 @@ def _size(n: int | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return ""  # pragma: no cover
+
+
+def _opt(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _seconds(seconds: float) -> str:
+    """A --since duration as a person wrote it, roughly: 90 s, 15 min, 2 h, 7 d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:g} s"
 
 
 def _print_json(data: Any) -> None:
