@@ -13,6 +13,10 @@ runs on are shared and noisy. Sections:
     concurrency  K client threads, mixed tasks, random injected faults: throughput, latency
                  percentiles, and requests lost (neither a result nor a typed error)
     server       the OpenAI-compatible server against the in-process path (bench_server.py)
+    routing      the classifier's accuracy, calibration and speed; the semantic stage; affinity
+                 (bench_routing.py)
+    adaptive     a flaky primary under static and adaptive order; load spreading to an idle
+                 model; what the usage metrics cost a request (bench_adaptive.py)
     gpu          on a build that offloads: synthetic real-shape 7B/4B/14B models, VRAM predicted
                  vs measured, decode router vs raw, cancel, load/unload cycles, a real
                  out-of-memory (bench_gpu.py); elsewhere a note
@@ -43,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from zeta_local.bench_adaptive import adaptive_markdown, measure_adaptive
 from zeta_local.bench_routing import measure_routing
 from zeta_local.bench_baseline import (GREEDY, RecordingBackend, compare_decoding, interleaved,
                                        llama_settings, median_error, percentile, ratio_spread, spread)
@@ -62,7 +67,7 @@ STORY_PROMPT = "The history of the Roman Empire is a long story. It began"
 
 def run_bench(config_path: str | None, *, quick: bool, progress: Callable[[str], None],
               skip: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
-    """Every section in turn; those named in `skip` (gpu, server, routing) are only a note."""
+    """Every section in turn; those named in `skip` (gpu, server, routing, adaptive) are only a note."""
     from zeta_local.config import load_config
     from zeta_local.errors import ZetaError
     from zeta_local.sources import find_model_file
@@ -90,6 +95,7 @@ def run_bench(config_path: str | None, *, quick: bool, progress: Callable[[str],
         ("concurrency", lambda: _concurrency(tiny, work, 8 if quick else 16, 4 if quick else 8)),
         ("server", lambda: _server(model_path, tiny, work, runs, 48 if quick else 128)),
         ("routing", lambda: measure_routing(model_path, work, quick=quick, progress=progress)),
+        ("adaptive", lambda: measure_adaptive(tiny, work, quick=quick)),
         ("gpu", lambda: _gpu(work, quick, progress)),
         ("roofline", None),  # uses overhead's decode speed
     ]
@@ -113,7 +119,9 @@ def _tiny_models(work: Path) -> dict[str, Path]:
 
 def _config(work: Path, name: str, models: dict[str, Path], routes: dict[str, list[str]],
             router: dict[str, Any] | None = None, n_ctx: int = 2048) -> Path:
-    lines = ["[router]"] + [f"{k} = {json.dumps(v)}" for k, v in (router or {}).items()]
+    # The bench's routers keep their usage metrics in memory: the user's file is for real use.
+    router = {"metrics": False} | (router or {})
+    lines = ["[router]"] + [f"{k} = {json.dumps(v)}" for k, v in router.items()]
     for model, path in models.items():
         lines += [f'[models."{model}"]', f"path = {json.dumps(str(path))}", f"n_ctx = {n_ctx}",
                   'capabilities = ["generate", "embed"]']
@@ -534,6 +542,7 @@ def to_markdown(r: dict[str, Any]) -> str:
     from zeta_local.bench_gpu import gpu_markdown
 
     lines += ["", *_routing_markdown(r.get("routing") or {"note": "not run"})]
+    lines += ["", *adaptive_markdown(r.get("adaptive") or {"note": "not run"})]
     lines += ["", *gpu_markdown(r.get("gpu") or {"note": "not run"})]
     return "\n".join(lines) + "\n"
 

@@ -12,6 +12,7 @@ median of the per-pair ratios is reported with its spread.
 from __future__ import annotations
 
 import os
+import math
 import statistics
 import time
 from pathlib import Path
@@ -24,8 +25,10 @@ GREEDY = dict(temperature=0.0)
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank percentile: the smallest value with at least a share q of them at or
+    below it (ceil, not round: round(2.5) is 2, which made the p50 of 5 values the 2nd)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered) - 1e-9) - 1))]
 
 
 def spread(values: list[float], scale: float = 1.0, digits: int = 1) -> dict[str, float]:

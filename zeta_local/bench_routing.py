@@ -94,7 +94,7 @@ def measure_semantic(model_path: Path, work: Path, rows: list[dict[str, str]],
     from zeta_local.config import load_config
 
     config = work / "routing-semantic.toml"
-    config.write_text(f'[router]\nsemantic_routing = true\n\n[models.m]\npath = {json.dumps(str(model_path))}\n'
+    config.write_text(f'[router]\nsemantic_routing = true\nmetrics = false\n\n[models.m]\npath = {json.dumps(str(model_path))}\n'
                       'capabilities = ["generate", "embed"]\n\n'
                       '[routes]\ncode = ["m"]\nreason = ["m"]\nchat = ["m"]\nembed = ["m"]\n')
     with ZetaDynamicRouter(load_config(config)) as router:
@@ -227,7 +227,7 @@ def _write_config(work: Path, model_path: Path, affinity: bool) -> Path:
     """Models "a" and "b" on one file; code goes to "a", chat (and reason) to "b"."""
     table = (f'path = {json.dumps(str(model_path))}\nchat_format = "plain"\nn_ctx = 4096\n'
              'capabilities = ["generate", "embed"]\nrepeat_penalty = 1.1\n')
-    text = (f"[router]\naffinity = {'true' if affinity else 'false'}\nuncertain_below = 0\n\n"
+    text = (f"[router]\naffinity = {'true' if affinity else 'false'}\nuncertain_below = 0\nmetrics = false\n\n"
             f"[models.a]\n{table}\n[models.b]\n{table}\n"
             '[routes]\ncode = ["a", "b"]\nchat = ["b", "a"]\nreason = ["b", "a"]\nembed = ["a"]\n')
     path = work / f"routing-affinity-{'on' if affinity else 'off'}.toml"

@@ -20,12 +20,13 @@ from zeta_local.cancel import CancelToken
 from zeta_local.config import Config
 from zeta_local.errors import (Cancelled, ContextOverflow, FallbackExhausted, InvalidModelFile,
                                ModelFileMissing, ModelLoadError, OutOfMemory, ZetaError)
-from zeta_local.ordering import fallback_order
+from zeta_local.metrics import AttemptRecord, MetricsStore
+from zeta_local.ordering import OrderingPolicy
 from zeta_local.pool import ModelPool
-from zeta_local.results import (CANCELLED, CONTEXT_OVERFLOW, COOLING_DOWN, DEADLINE, DOES_NOT_FIT, ERROR,
-                                INVALID_FILE, LOAD_FAILED, MISSING, OK, OUT_OF_MEMORY, QUARANTINED,
-                                QUEUE_FULL, STALLED, TIMEOUT_FIRST_TOKEN, TIMEOUT_LOAD, Attempt, Done,
-                                EmbeddingResult, Fallback, GenerationResult, RouteDecision,
+from zeta_local.results import (BUSY_REROUTED, CANCELLED, CONTEXT_OVERFLOW, COOLING_DOWN, DEADLINE,
+                                DOES_NOT_FIT, ERROR, HEALTH_OUTCOMES, INVALID_FILE, LOAD_FAILED, MISSING,
+                                OK, OUT_OF_MEMORY, QUARANTINED, QUEUE_FULL, TIMEOUT_FIRST_TOKEN, Attempt,
+                                Done, EmbeddingResult, Fallback, GenerationResult, RouteDecision,
                                 StreamEvent, TextChunk, Usage)
 from zeta_local.sampling import SamplingOverrides
 from zeta_local.watchdog import resolve_budgets
@@ -42,8 +43,6 @@ _OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
     (OutOfMemory, OUT_OF_MEMORY),
     (MemoryError, OUT_OF_MEMORY),
 )
-# Outcomes that say something about the model's health, and so count for its circuit breaker.
-_BREAKER_OUTCOMES = {LOAD_FAILED, ERROR, OUT_OF_MEMORY, TIMEOUT_LOAD, TIMEOUT_FIRST_TOKEN, STALLED}
 
 
 def _outcome(exc: BaseException) -> str:
@@ -57,10 +56,13 @@ def _detail(exc: BaseException) -> str:
 class ChainWalker:
     """Walks generation and embedding chains over the pool's workers, one attempt at a time."""
 
-    def __init__(self, config: Config, pool: ModelPool, breaker: CircuitBreaker):
+    def __init__(self, config: Config, pool: ModelPool, breaker: CircuitBreaker,
+                 policy: OrderingPolicy, metrics: MetricsStore):
         self.config = config
         self._pool = pool
         self._breaker = breaker
+        self._policy = policy
+        self._metrics = metrics
 
     def generate(self, prompt: str | None, messages: list[dict[str, str]] | None,
                  sampling: SamplingOverrides, decision: RouteDecision, budgets: dict[str, Any],
@@ -72,18 +74,32 @@ class ChainWalker:
         attempts: list[Attempt] = []
         text_so_far = ""
         remaining = list(decision.chain)
+        rerouted: set[str] = set()  # skipped as busy once; next time it is waited for
         while remaining:
             name = remaining.pop(0)
+            detour = None if name in rerouted else self._policy.detour(name, remaining, embedding=False)
+            if detour is not None:
+                idle, why = detour
+                log.info("%s: %s (%s)", name, BUSY_REROUTED, why)
+                rerouted.add(name)
+                attempt = Attempt(name, BUSY_REROUTED, why, 0.0)
+                self._record(decision.task, attempt, bool(attempts))
+                attempts.append(attempt)
+                remaining.remove(idle)
+                remaining[:0] = [idle, name]  # should the idle one fail, this one is still there
+                continue
             params = sampling.for_model(self.config.router, self.config.models[name])
             log.debug("%s: sampling with %s", name, params)
             job = Job(model=name, prompt=prompt, messages=messages, params=params, prefix=text_so_far)
             started = time.monotonic()
+            first_text_at: float | None = None
             produced: list[str] = []
             end: GenerationEnd | None = None
             for kind, *rest in self._attempt(job, embedding=False, deadline_at=deadline_at,
                                              budgets=budgets, cancel=cancel,
                                              later_loaded=self._pool.any_loaded(remaining, False)):
                 if kind == "text":
+                    first_text_at = first_text_at or time.monotonic()
                     produced.append(rest[0])
                     yield TextChunk(rest[0], name)
                 elif kind == "end":
@@ -91,9 +107,12 @@ class ChainWalker:
                 else:  # ("failed", outcome, detail)
                     outcome, detail = rest
             seconds = time.monotonic() - started
+            tokens = (end.prompt_tokens, end.completion_tokens) if end else (job.prompt_tokens, len(produced))
+            timing = (started, first_text_at, started + seconds)
             if end is not None:
-                attempts.append(Attempt(name, OK, f"{end.completion_tokens} tokens in {seconds:.2f} s",
-                                        seconds))
+                attempt = Attempt(name, OK, f"{end.completion_tokens} tokens in {seconds:.2f} s", seconds)
+                self._record(decision.task, attempt, bool(attempts), timing, tokens)
+                attempts.append(attempt)
                 yield Done(GenerationResult(
                     text=text_so_far + "".join(produced), model=name, task=decision.task,
                     finish_reason=end.finish_reason,
@@ -101,12 +120,13 @@ class ChainWalker:
                                 time.monotonic() - job.generating_since),
                     route=decision, attempts=tuple(attempts)))
                 return
-            attempts.append(Attempt(name, outcome, detail, seconds))
+            attempt = Attempt(name, outcome, detail, seconds)
+            self._record(decision.task, attempt, bool(attempts), timing, tokens)
+            attempts.append(attempt)
             if outcome == CANCELLED:
                 raise Cancelled(attempts)
             text_so_far += "".join(produced)
-            remaining = fallback_order(remaining, self._pool, embedding=False,
-                                       strict=decision.task in self.config.strict_order)
+            remaining = self._policy.fallbacks(remaining, embedding=False, task=decision.task)
             following = remaining[0] if remaining else None
             _log_hop(name, outcome, detail, following)
             if outcome == DEADLINE:
@@ -132,15 +152,18 @@ class ChainWalker:
                     vectors = rest[0]
                     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
                     vectors = (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
-                    attempts.append(Attempt(name, OK, f"{len(texts)} texts, dim {vectors.shape[1]}",
-                                            time.monotonic() - started))
+                    attempt = Attempt(name, OK, f"{len(texts)} texts, dim {vectors.shape[1]}",
+                                      time.monotonic() - started)
+                    self._record("embed", attempt, bool(attempts))
+                    attempts.append(attempt)
                     return EmbeddingResult(vectors, name, tuple(attempts))
                 outcome, detail = rest
-            attempts.append(Attempt(name, outcome, detail, time.monotonic() - started))
+            attempt = Attempt(name, outcome, detail, time.monotonic() - started)
+            self._record("embed", attempt, bool(attempts))
+            attempts.append(attempt)
             if outcome == CANCELLED:
                 raise Cancelled(attempts)
-            remaining = fallback_order(remaining, self._pool, embedding=True,
-                                       strict="embed" in self.config.strict_order)
+            remaining = self._policy.fallbacks(remaining, embedding=True, task="embed")
             _log_hop(name, outcome, detail, remaining[0] if remaining else None)
             if outcome == DEADLINE:
                 break
@@ -160,6 +183,22 @@ class ChainWalker:
         if outcome != OK:
             raise FallbackExhausted("preload", [attempt])
         return attempt
+
+    def _record(self, task: str, attempt: Attempt, fallback: bool,
+                timing: tuple[float, float | None, float] | None = None,
+                tokens: tuple[int, int] = (0, 0)) -> None:
+        """Hand one attempt to the usage metrics. `timing` is (started, first text, ended) on the
+        monotonic clock; the decode rate counts the tokens after the first."""
+        first_token_s = tokens_per_s = None
+        if timing is not None and timing[1] is not None:
+            started, first_text_at, ended = timing
+            first_token_s = first_text_at - started
+            if tokens[1] > 1 and ended > first_text_at:
+                tokens_per_s = (tokens[1] - 1) / (ended - first_text_at)
+        self._metrics.record(AttemptRecord(
+            at=time.time(), model=attempt.model, task=task, outcome=attempt.outcome,
+            seconds=attempt.seconds, first_token_s=first_token_s, tokens_per_s=tokens_per_s,
+            prompt_tokens=tokens[0], completion_tokens=tokens[1], fallback=fallback))
 
     def _attempt(self, job: Job, *, embedding: bool, deadline_at: float, budgets: dict[str, Any],
                  cancel: CancelToken | None, later_loaded: bool = False) -> Iterator[tuple[Any, ...]]:
@@ -221,7 +260,7 @@ class ChainWalker:
                 job.stop(CANCELLED, "the caller stopped reading the stream")
             if cancel is not None:
                 cancel.detach(job)
-            if verdict in _BREAKER_OUTCOMES or verdict == OK:
+            if verdict in HEALTH_OUTCOMES:
                 self._breaker.record(name, failed=verdict != OK)
             else:
                 self._breaker.release_trial(name)

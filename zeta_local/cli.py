@@ -115,10 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     doctor.set_defaults(run=_doctor)
 
     bench = sub.add_parser("bench", parents=[common],
-                           help="measure overhead, failover, cancel, memory, concurrency, server, gpu, roofline")
+                           help="measure overhead, failover, cancel, memory, concurrency, server, routing, "
+                                "adaptive, gpu, roofline")
     bench.add_argument("--quick", action="store_true", help="fewer runs: under two minutes on 2 cores")
-    bench.add_argument("--skip", action="append", default=[], choices=("gpu", "server", "routing"), metavar="SECTION",
-                       help="leave out a section (gpu or server); repeatable")
+    bench.add_argument("--skip", action="append", default=[], choices=("gpu", "server", "routing", "adaptive"),
+                       metavar="SECTION", help="leave out a section (gpu, server, routing or adaptive); repeatable")
     bench.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
     bench.add_argument("--markdown", type=Path, metavar="PATH", help="write them as markdown tables")
     bench.add_argument("--plots", type=Path, metavar="DIR", help="write PNG charts (needs the bench extra)")
@@ -228,7 +229,8 @@ def _ask(args: argparse.Namespace) -> int:
 def _route(args: argparse.Namespace) -> int:
     from zeta_local.router import ZetaDynamicRouter
 
-    decision = ZetaDynamicRouter(load_config(args.config)).route(args.prompt)
+    with ZetaDynamicRouter(load_config(args.config)) as router:  # loads nothing
+        decision = router.route(args.prompt)
     if args.json:
         _print_json(asdict(decision) | {"escalated": decision.escalated})
     else:

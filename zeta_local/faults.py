@@ -13,6 +13,8 @@ Kinds:
     stall_after:N    after N pieces of text, the next decode blocks until cancelled
     raise_after:N    generation raises after N pieces of text (0: before the first)
     slow_token:MS    every token takes MS milliseconds longer
+    flaky:P          a share P (0 to 1) of requests raise before their first text; the draws
+                     are fresh in each process, or the same every run with $ZETA_FAULT_SEED set
 
 The model underneath is real, and hangs block *inside* llama.cpp (in its load-progress and
 abort callbacks), so they are stopped by exactly the path that stops a real hang.
@@ -20,6 +22,7 @@ abort callbacks), so they are stopped by exactly the path that stops a real hang
 
 from __future__ import annotations
 
+import random
 import re
 import threading
 from dataclasses import dataclass
@@ -35,20 +38,23 @@ from zeta_local.gguf_info import GGUFInfo
 from zeta_local.sampling import SamplingParams
 
 ENV_VAR = "ZETA_INJECT_FAULTS"
-# kind -> whether it takes a number
-KINDS = {"fail_load": False, "hang_load": False, "oom_load": False, "hang_prefill": False,
-         "stall_after": True, "raise_after": True, "slow_token": True}
-_ITEM = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*=\s*([a-z_]+)(?::(\d+))?\s*$")
+SEED_ENV_VAR = "ZETA_FAULT_SEED"
+# kind -> the number it takes: none, a count, or a probability
+KINDS: dict[str, type | None] = {
+    "fail_load": None, "hang_load": None, "oom_load": None, "hang_prefill": None,
+    "stall_after": int, "raise_after": int, "slow_token": int, "flaky": float}
+_ITEM = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*=\s*([a-z_]+)(?::([0-9]*\.?[0-9]+))?\s*$")
+_ARGUMENT = {int: ":N", float: ":P"}
 _POLL_S = 0.001  # how often a blocked hook looks at its cancel flag
 
 
 @dataclass(frozen=True)
 class Fault:
     kind: str
-    count: int = 0
+    count: float = 0  # N of stall_after/raise_after/slow_token, P of flaky
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.count}" if KINDS[self.kind] else self.kind
+        return f"{self.kind}:{self.count:g}" if KINDS[self.kind] else self.kind
 
 
 def parse_faults(text: str) -> dict[str, Fault]:
@@ -56,11 +62,15 @@ def parse_faults(text: str) -> dict[str, Fault]:
     faults: dict[str, Fault] = {}
     for item in filter(str.strip, text.split(";")):
         match = _ITEM.match(item)
-        if not match or match.group(2) not in KINDS or KINDS[match.group(2)] != (match.group(3) is not None):
+        number = KINDS.get(match.group(2), str) if match else str
+        argument = match.group(3) if match else None
+        if number is str or (number is None) != (argument is None) or \
+                (number is int and not argument.isdigit()) or (number is float and float(argument) > 1):
             raise InvalidRequest(
                 f"{ENV_VAR}: cannot read {item.strip()!r}; write MODEL=KIND separated by ';', with "
-                f"KIND one of {', '.join(k + (':N' if n else '') for k, n in KINDS.items())}")
-        faults[match.group(1)] = Fault(match.group(2), int(match.group(3) or 0))
+                f"KIND one of {', '.join(k + _ARGUMENT.get(n, '') for k, n in KINDS.items())} "
+                f"(N a whole number, P a share from 0 to 1)")
+        faults[match.group(1)] = Fault(match.group(2), number(argument) if number else 0)
     return faults
 
 
@@ -75,9 +85,13 @@ def _block_until(cancel: threading.Event | None) -> Callable[[], None]:
 class FaultInjectingBackend:
     """A Backend that delegates to a real one and injects the configured faults."""
 
-    def __init__(self, inner: Backend, faults: Mapping[str, Fault]):
+    def __init__(self, inner: Backend, faults: Mapping[str, Fault], seed: str | int | None = None):
+        """`seed` makes flaky's draws repeat from run to run (one sequence per model, which
+        continues across its reloads); None draws afresh in each process."""
         self.inner = inner
         self.faults = dict(faults)
+        self._draws = {name: random.Random(None if seed is None else f"{name}:{seed}")
+                       for name, f in self.faults.items() if f.kind == "flaky"}
 
     def load(self, spec: ModelSpec, path: Path, info: GGUFInfo, *, embedding: bool,
              n_threads: int, cancel: threading.Event | None = None) -> LoadedModel:
@@ -93,15 +107,19 @@ class FaultInjectingBackend:
                                        n_threads=n_threads, cancel=cancel)
         model = self.inner.load(spec, path, info, embedding=embedding, n_threads=n_threads,
                                 cancel=cancel)
-        return _FaultyModel(model, fault) if fault else model
+        return _FaultyModel(model, fault, self._draws.get(spec.name)) if fault else model
 
 
 class _FaultyModel:
     """The real loaded context (generation or embedding), with a fault on its path."""
 
-    def __init__(self, inner: LoadedModel, fault: Fault):
-        self.inner, self.fault = inner, fault
+    def __init__(self, inner: LoadedModel, fault: Fault, draws: random.Random | None = None):
+        self.inner, self.fault, self._draws = inner, fault, draws
         self.name, self.n_ctx = inner.name, inner.n_ctx
+
+    def _flakes(self) -> bool:
+        """Whether this request is one of flaky's failures (one draw per request)."""
+        return self._draws is not None and self._draws.random() < self.fault.count
 
     # cancel and decode_hook live on the real model, where llama.cpp's callback reads them.
     @property
@@ -125,6 +143,8 @@ class _FaultyModel:
 
     def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | GenerationEnd]:
         kind, count = self.fault.kind, self.fault.count
+        if self._flakes():
+            raise GenerationError(f"injected fault {self.fault}: this request is one of its failures")
         if kind == "hang_prefill":
             self.inner.decode_hook = _block_until(self.inner.cancel)
         pieces = 0
@@ -142,7 +162,7 @@ class _FaultyModel:
             self.inner.decode_hook = None
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        if self.fault.kind == "raise_after":
+        if self.fault.kind == "raise_after" or self._flakes():
             raise GenerationError(f"injected fault {self.fault} while embedding")
         if self.fault.kind in ("hang_prefill", "stall_after"):
             self.inner.decode_hook = _block_until(self.inner.cancel)

@@ -128,6 +128,13 @@ class ModelPool:
         worker = self.workers.get((name, False))
         return not (worker is not None and worker.quarantined) and self._breaker.cooling_until(name) is None
 
+    def jobs(self, name: str, embedding: bool) -> tuple[int, int]:
+        """(running, queued) requests of the model's worker; (0, 0) when it has none."""
+        worker = self.workers.get((name, embedding))
+        if worker is None:
+            return 0, 0
+        return int(worker.current is not None), worker.queue_length()
+
     def any_loaded(self, names: list[str], embedding: bool) -> bool:
         return any(self.loaded_and_healthy(n, embedding) for n in names)
 

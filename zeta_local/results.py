@@ -25,6 +25,9 @@ QUARANTINED = "quarantined"  # its worker did not come back from a cancel
 CANCELLED = "cancelled"  # the caller cancelled the request
 DOES_NOT_FIT = "does_not_fit"  # its predicted memory does not fit the budgets (numbers in detail)
 BUSY_REROUTED = "busy_rerouted"  # its expected wait passed max_queue_wait_s; an idle model answered
+# Outcomes that say something about the model's health: the circuit breaker counts them, and the
+# adaptive order scores a model by them. The others are about the request or the moment.
+HEALTH_OUTCOMES = frozenset({OK, LOAD_FAILED, ERROR, OUT_OF_MEMORY, TIMEOUT_LOAD, TIMEOUT_FIRST_TOKEN, STALLED})
 
 
 @dataclass(frozen=True)

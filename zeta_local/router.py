@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import replace
 from typing import Any, Iterator, Sequence
 
@@ -20,7 +21,10 @@ from zeta_local.chain import ChainWalker
 from zeta_local.config import GENERATE_TASKS, Config, ModelSpec, load_config
 from zeta_local.errors import InvalidRequest, UnknownModel, ZetaError
 from zeta_local.faults import ENV_VAR as FAULTS_ENV
+from zeta_local.faults import SEED_ENV_VAR as FAULT_SEED_ENV
 from zeta_local.faults import FaultInjectingBackend, parse_faults
+from zeta_local.metrics import UsageStats, store_for, summarize
+from zeta_local.ordering import OrderingPolicy
 from zeta_local.pool import ModelPool
 from zeta_local.prompt_format import validate_messages
 from zeta_local.results import (Attempt, Done, EmbeddingResult, GenerationResult, ModelStatus,
@@ -59,11 +63,13 @@ class ZetaDynamicRouter:
                 raise InvalidRequest(f"{FAULTS_ENV} names unknown model(s) {', '.join(unknown)}; "
                                      f"declared: {', '.join(config.models)}")
             log.warning("injecting faults: %s", "; ".join(f"{m}={f}" for m, f in parsed.items()))
-            backend = FaultInjectingBackend(backend, parsed)
+            backend = FaultInjectingBackend(backend, parsed, seed=os.environ.get(FAULT_SEED_ENV))
         settings = config.router
         breaker = CircuitBreaker(settings.allowed_fails, settings.fail_window_s, settings.cooldown_s)
         self._pool = ModelPool(config, backend, breaker)
-        self._chains = ChainWalker(config, self._pool, breaker)
+        self._metrics = store_for(settings)
+        self._policy = OrderingPolicy(settings, self._pool, self._metrics, config.strict_order)
+        self._chains = ChainWalker(config, self._pool, breaker, self._policy, self._metrics)
         self._affinity = ConversationAffinity() if settings.affinity else None
         self._semantic = SemanticStage(load_examples(settings.semantic_examples)) \
             if settings.semantic_routing else None
@@ -87,16 +93,17 @@ class ZetaDynamicRouter:
         self._pool.close()
         if self._semantic is not None:
             self._semantic.close()  # ... and one waiting on an embedding, now refused
+        self._metrics.close()  # after the pool: the last attempts are recorded by then
 
     # ---- routing ------------------------------------------------------------------------
 
     def route(self, prompt: str, task: str | None = None) -> RouteDecision:
         """Decide the task and chain for a prompt without running anything (an uncertain
-        classification escalated as routing.py says; no conversation affinity, which needs
-        messages)."""
+        classification escalated as routing.py says, the chain in adaptive order when that is
+        on; no conversation affinity, which needs messages)."""
         _check_prompt(prompt)
         _check_task(task)
-        return decide(prompt, task, self.config, second_opinion=self._second_opinion)
+        return self._policy.initial(decide(prompt, task, self.config, second_opinion=self._second_opinion))
 
     def _second_opinion(self, prompt: str) -> Vote | None:
         """The semantic stage's vote, with the first embedding model of the embed chain that
@@ -208,7 +215,8 @@ class ZetaDynamicRouter:
         if model is not None:
             if "embed" not in self._spec(model).capabilities:
                 raise InvalidRequest(f"model {model!r} does not have the 'embed' capability")
-        chain = (model,) if model is not None else self.config.routes["embed"]
+        chain = (model,) if model is not None else self._policy.initial(
+            RouteDecision("embed", self.config.routes["embed"], "embed chain"), embedding=True).chain
         self._check_open()
         return self._chains.embed(texts, chain, budgets, cancel)
 
@@ -232,6 +240,12 @@ class ZetaDynamicRouter:
     def status(self) -> list[ModelStatus]:
         """Every model's state, queue and counts, as the router sees it now."""
         return self._pool.status()
+
+    def stats(self, since: float | None = None) -> list[UsageStats]:
+        """Requests, success rate, failures, first-token time and speed per model and task, from
+        the usage metrics (every process's that shares the file); `since`: only the last that
+        many seconds. Memory only, this router's own attempts, when [router] metrics is off."""
+        return summarize(self._metrics.records(None if since is None else time.time() - since))
 
     def _spec(self, name: str) -> ModelSpec:
         """The model's [models.NAME] table; an unknown name is an error, never a substitute."""
