@@ -36,7 +36,7 @@ def test_quick_bench_on_the_tiny_models(tmp_path: Path, write_config: Callable[.
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     for key in ("machine", "overhead", "failover", "cancel", "memory", "concurrency", "server", "routing",
-                "gpu", "roofline"):
+                "adaptive", "gpu", "roofline"):
         assert key in data, key
     routing = data["routing"]
     assert routing["classifier"]["prompts"] >= 300 and 0 < routing["classifier"]["accuracy"] <= 1
@@ -47,6 +47,15 @@ def test_quick_bench_on_the_tiny_models(tmp_path: Path, write_config: Callable[.
     assert affinity["answered_by"] == {"on": ["a"], "off": ["b"]}, affinity
     assert affinity["same_answer_on_off"] == affinity["pairs"]
     assert "held-out prompts" in md.read_text() and "turn 2's first token" in md.read_text()
+    adaptive = data["adaptive"]
+    ordering = adaptive["ordering"]["variants"]
+    assert ordering["static"]["first_on_primary"] == 1.0  # the same draws fail in every variant
+    assert ordering["adaptive, demote_below 0.8"]["first_on_primary"] < 1.0
+    assert ordering["static"]["hit_failing_model_first"] > 0
+    spreading = adaptive["spreading"]["variants"]
+    assert spreading["off"]["answered_by_fallback"] == 0 and spreading["off"]["requests"] == 8
+    assert spreading["max_queue_wait_s=0.1"]["requests"] == 8
+    assert adaptive["metrics_cost"]["pairs"] >= 12 and "tried the primary first" in md.read_text()
     overhead = data["overhead"]
     assert overhead["tokens_per_s_ratio"] > 0 and "latency_ms_added" in overhead
     assert overhead["ratio_spread"]["pairs"] >= 12 and overhead["ratio_spread"]["p25"] <= overhead["ratio_spread"]["p75"]
@@ -64,7 +73,7 @@ def test_quick_bench_on_the_tiny_models(tmp_path: Path, write_config: Callable[.
         assert data["server"]["tokens_per_s_ratio"] > 0 and "latency_ms_added_p50" in data["server"]
     else:
         assert "needs the serve extra" in data["server"]["note"]
-    assert "[1/10] machine" in proc.stderr
+    assert "[1/11] machine" in proc.stderr
     assert md.read_text().startswith("# zeta_local benchmark (quick)")
     if plotting:
         assert sorted(p.name for p in plots.iterdir()) == ["failover.png", "overhead.png"]
