@@ -8,16 +8,16 @@ warning, and at worst the metrics live in memory only.
 
 Several processes (a server, CLI runs) may share one file: it is in WAL mode, every write is one
 short transaction, and each process keeps its own in-memory window.
+
+This module is the memory side (the window, the pending queue, the writer thread);
+metrics_file.py is everything about the file itself.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import math
-import os
 import re
-import sqlite3
 import statistics
 import threading
 import time
@@ -28,100 +28,20 @@ from typing import Iterable
 
 from zeta_local.bench_baseline import percentile
 from zeta_local.config import RouterSettings
+# AttemptRecord and SCHEMA_VERSION are part of this module's interface; they live with the file.
+from zeta_local.metrics_file import SCHEMA_VERSION as SCHEMA_VERSION
+from zeta_local.metrics_file import (BUSY_TIMEOUT_S, AttemptRecord, MetricsFile, from_row,
+                                     to_row)
 from zeta_local.results import OK
 from zeta_local.sources import cache_dir
 
 log = logging.getLogger(__name__)
 
 FILE_NAME = "metrics.sqlite3"
-SCHEMA_VERSION = 1  # PRAGMA user_version; a file with another one is moved aside
 WRITE_INTERVAL_S = 0.5  # the writer wakes this often, or sooner when BATCH_SIZE are waiting
 BATCH_SIZE = 100
 MAX_PENDING = 10_000  # a stuck disk drops the oldest unwritten attempts past this
-# Short: the writer only ever waits for another process's one small transaction. A longer
-# lock means the batch waits for the next round.
-BUSY_TIMEOUT_S = 0.25
 READ_FLUSH_TIMEOUT_S = 2.0  # how long records() waits for this process's pending writes
-
-_COLUMNS = ("at", "model", "task", "outcome", "seconds", "first_token_s", "tokens_per_s",
-            "prompt_tokens", "completion_tokens", "fallback")
-_SCHEMA = (
-    ("CREATE TABLE attempts (id INTEGER PRIMARY KEY, at REAL NOT NULL, model TEXT NOT NULL, "
-     "task TEXT NOT NULL, outcome TEXT NOT NULL, seconds REAL NOT NULL, first_token_s REAL, "
-     "tokens_per_s REAL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, "
-     "fallback INTEGER NOT NULL)"),
-    "CREATE INDEX attempts_model_id ON attempts (model, id)",  # the per-model trim and seed
-    "CREATE INDEX attempts_at ON attempts (at)",  # `since`
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
-)
-_INSERT = f"INSERT INTO attempts ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM attempts"
-# Everything of one model older than its newest `keep` rows.
-_TRIM = ("DELETE FROM attempts WHERE model = ? AND id <= "
-         "(SELECT id FROM attempts WHERE model = ? ORDER BY id DESC LIMIT 1 OFFSET ?)")
-
-# sqlite3.Error.sqlite_errorcode (primary code, low byte) -> what the store does about it.
-_BUSY = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED: another process; try again next round
-_CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB: move the file aside, start a new one
-_UNUSABLE = {8, 14, 23}  # SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_AUTH: memory only
-_REFUSED = {18, 19, 20}  # SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH: this batch never fits
-
-
-@dataclass(frozen=True)
-class AttemptRecord:
-    """One attempt on one model, as the metrics keep it."""
-
-    at: float  # time.time() when the attempt ended (wall clock: meaningful across restarts)
-    model: str
-    task: str  # "code" | "reason" | "chat" | "embed"
-    outcome: str  # one of results.py's outcome constants
-    seconds: float  # the whole attempt, queue wait and load included
-    first_token_s: float | None  # attempt start -> first text; None when no text came
-    tokens_per_s: float | None  # decode rate after the first token; None when unknown
-    prompt_tokens: int
-    completion_tokens: int
-    fallback: bool  # True when this was not the request's first attempt
-
-
-class _SchemaMismatch(Exception):
-    """The file is an SQLite database, but not one of ours (or not this version of ours)."""
-
-
-def _row(rec: AttemptRecord) -> tuple:
-    """The record as the file stores it; raises on a record that could never be stored, so
-    that a bad one is refused in record() instead of failing every batch it is in."""
-    at, seconds = float(rec.at), float(rec.seconds)
-    if not (math.isfinite(at) and math.isfinite(seconds)):
-        raise ValueError("`at` and `seconds` must be finite")
-    names = tuple(str(v) for v in (rec.model, rec.task, rec.outcome))
-    for name in names:
-        name.encode("utf-8")  # a lone surrogate cannot be bound: UnicodeEncodeError here
-    return (at, *names, seconds, _optional(rec.first_token_s), _optional(rec.tokens_per_s),
-            int(rec.prompt_tokens), int(rec.completion_tokens), int(bool(rec.fallback)))
-
-
-def _optional(value: float | None) -> float | None:
-    """NaN is stored as NULL by SQLite: say None in memory too."""
-    return None if value is None or math.isnan(float(value)) else float(value)
-
-
-def _record(row: tuple) -> AttemptRecord:
-    return AttemptRecord(*row[:9], fallback=bool(row[9]))
-
-
-# Python 3.10's sqlite3 errors carry no code: their messages, which are SQLite's own.
-_MESSAGE_CODES = (("database is locked", 5), ("database table is locked", 6),
-                  ("readonly database", 8), ("disk image is malformed", 11),
-                  ("unable to open database", 14), ("constraint failed", 19),
-                  ("file is not a database", 26))
-
-
-def _code(exc: sqlite3.Error) -> int:
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-    if code is not None:
-        return code & 0xFF  # the primary code of an extended one
-    text = str(exc)
-    return next((c for message, c in _MESSAGE_CODES if message in text), 0)
 
 
 class MetricsStore:
@@ -150,16 +70,16 @@ class MetricsStore:
         self._stopping = False
         self._closed = False
         self._memory_only = self.path is None
-        self._conn: sqlite3.Connection | None = None
-        self._file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we opened
-        self._seeded = False
-        self._trouble: str | None = None  # the file problem last warned about; once each
+        self._file: MetricsFile | None = None
         self._thread: threading.Thread | None = None
         if self.path is None:
             return
+        self._file = MetricsFile(self.path, self.keep_per_model, self.recent_per_model,
+                                 seed=self._seed, pending_limit=MAX_PENDING)
         # Opened here, not in the thread, so that recent() is seeded before the first request.
-        self._connect()
-        if self._memory_only:  # the file cannot be used (warned): nothing to write
+        self._file.open()
+        if self._file.unusable:  # warned: nothing to write
+            self._memory_only = True
             return
         self._thread = threading.Thread(target=self._run, name="zeta-metrics-writer", daemon=True)
         self._thread.start()
@@ -171,12 +91,12 @@ class MetricsStore:
     def record(self, rec: AttemptRecord) -> None:
         """Keep one attempt. Never blocks on I/O and never raises."""
         try:
-            row = _row(rec)
+            row = to_row(rec)
         except (TypeError, ValueError) as exc:
             log.warning("metrics: ignoring an attempt record that cannot be stored (%s): %r", exc, rec)
             return
         try:
-            rec = _record(row)  # the normalised values, as a reader of the file will see them
+            rec = from_row(row)  # the normalised values, as a reader of the file will see them
             with self._lock:
                 window = self._recent.get(rec.model)
                 if window is None:
@@ -208,16 +128,23 @@ class MetricsStore:
             window = [r for r in window if r.at >= since]
         return window[-limit:]
 
+    def _seed(self, newest: dict[str, list[AttemptRecord]]) -> None:
+        """The file's newest records go before what was recorded before it could be opened."""
+        with self._lock:
+            for model, old in newest.items():
+                self._recent[model] = deque(old + list(self._recent.get(model, ())),
+                                            maxlen=self.recent_per_model)
+
     # ---- reading everything, flushing, closing ------------------------------------------
 
     def records(self, since: float | None = None) -> list[AttemptRecord]:
         """Every attempt stored with `at` >= since, oldest first: the file's (other processes'
         included) after this process's pending writes, or memory's when there is no file."""
-        if self.path is not None and not self._memory_only:
+        if self._file is not None and not self._memory_only:
             self.flush(READ_FLUSH_TIMEOUT_S)
-            rows = self._read_file(since)
-            if rows is not None:
-                return [_record(r) for r in rows]
+            stored = self._file.read(since)
+            if stored is not None:
+                return stored
         with self._lock:
             everything = [r for window in self._recent.values() for r in window]
         return sorted((r for r in everything if since is None or r.at >= since), key=lambda r: r.at)
@@ -271,6 +198,7 @@ class MetricsStore:
     # ---- the writer thread ----------------------------------------------------------------
 
     def _run(self) -> None:
+        assert self._file is not None
         written = True
         try:
             while True:
@@ -296,7 +224,7 @@ class MetricsStore:
                           self.path)
             self._give_up()
         finally:
-            self._disconnect()
+            self._file.close()
             with self._lock:
                 left = len(self._pending)
                 self._dropped += left
@@ -307,30 +235,18 @@ class MetricsStore:
                             "locked or unwritable until the store closed)", left, self.path)
 
     def _write(self, batch: list[tuple[int, tuple]]) -> bool:
-        """One transaction: insert the batch, trim its models. On failure (False) the batch
-        stays pending for the next round, except where the file can never take it."""
-        if not self._check_file():
+        """Hand the batch to the file. On failure (False) it stays pending for the next round,
+        unless the file can never be used again."""
+        assert self._file is not None
+        result = self._file.write([row for _, row in batch])
+        if self._file.unusable:
+            self._give_up()
             return False
-        assert self._conn is not None
-        rows = [row for _, row in batch]
-        try:
-            with self._conn:  # one transaction: commit, or roll back on an exception
-                self._conn.executemany(_INSERT, rows)
-                for model in sorted({row[1] for row in rows}):
-                    self._conn.execute(_TRIM, (model, model, self.keep_per_model))
-        except sqlite3.Error as exc:
-            if _code(exc) not in _REFUSED:
-                self._failed(exc, "write to")
-                return False
-            # Retrying cannot help: drop the batch rather than fail every round with it.
-            log.warning("metrics: %s refused %d attempts (%s); they are dropped",
-                        self.path, len(rows), exc)
-            with self._lock:
-                self._dropped += len(rows)
-        if self._trouble is not None:
-            log.warning("metrics: %s is writable again", self.path)
-            self._trouble = None
+        if result == "wait":
+            return False
         with self._lock:
+            if result == "refused":  # retrying cannot help: given up, and flush() says so
+                self._dropped += len(batch)
             last = batch[-1][0]
             while self._pending and self._pending[0][0] <= last:
                 self._pending.popleft()
@@ -338,202 +254,13 @@ class MetricsStore:
             self._written.notify_all()
         return True
 
-    def _check_file(self) -> bool:
-        """Connected to the file that is at `path` now: reconnect when it was deleted or
-        replaced (another process moved a corrupt one aside)."""
-        if self._conn is not None:
-            try:
-                st = os.stat(self.path)  # type: ignore[arg-type]
-                if (st.st_dev, st.st_ino) == self._file_id:
-                    return True
-            except OSError:
-                pass
-            log.warning("metrics: %s was removed or replaced; starting on the file there now",
-                        self.path)
-            self._disconnect()
-        return self._connect()
-
-    # ---- opening the file ----------------------------------------------------------------
-
-    def _connect(self) -> bool:
-        """Open (or create) the file, check its schema, seed the memory window once. False when
-        it could not be opened now; the writer tries again next round unless it never can."""
-        assert self.path is not None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            log.warning("metrics: cannot create %s (%s); attempts are kept in memory only",
-                        self.path.parent, exc.strerror or exc)
-            self._give_up()
-            return False
-        for moved_aside in (False, True):
-            conn = None
-            try:
-                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                       check_same_thread=False)  # opened here, used by the writer
-                self._prepare(conn)
-                st = os.stat(self.path)
-                self._conn, self._file_id = conn, (st.st_dev, st.st_ino)
-                self._seed(conn)
-                # From here on, `with conn:` makes each batch one transaction.
-                conn.isolation_level = "DEFERRED"
-                return True
-            except (sqlite3.Error, _SchemaMismatch) as exc:
-                if conn is not None:
-                    conn.close()
-                self._conn = None
-                if isinstance(exc, _SchemaMismatch) and moved_aside:
-                    log.warning("metrics: %s is still not a usable metrics file after moving the "
-                                "last one aside (%s); trying again", self.path, exc)
-                    return False
-                if moved_aside or not self._corrupt(exc):
-                    self._failed(exc, "open")  # type: ignore[arg-type]
-                    return False
-                if not self._move_aside(exc):
-                    return False
-            except OSError as exc:  # the file vanished between connect and stat: next round
-                if conn is not None:
-                    conn.close()
-                self._conn = None
-                log.warning("metrics: cannot open %s (%s); trying again", self.path, exc)
-                return False
-        return False  # pragma: no cover
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        """Create the schema in a new file; raise _SchemaMismatch for a file that is not ours."""
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if tables:
-                raise _SchemaMismatch("an SQLite database with other tables and no zeta_local "
-                                      "schema version")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Another process may have created it while we waited for the lock.
-                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
-            raise _SchemaMismatch(f"schema version {version}, this zeta_local writes {SCHEMA_VERSION}")
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(attempts)")}
-        if not set(_COLUMNS) <= columns:
-            raise _SchemaMismatch("its attempts table lacks columns "
-                                  + ", ".join(sorted(set(_COLUMNS) - columns)))
-        # WAL: a reader (`zeta-local stats`) and a writer in another process do not wait for
-        # each other. NORMAL: a power cut may lose the last batch, not the file.
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-
-    def _seed(self, conn: sqlite3.Connection) -> None:
-        """The newest `recent_per_model` rows of every model into memory, once, merged with what
-        was recorded before the file could be opened."""
-        if self._seeded:
-            return
-        self._seeded = True
-        models = [row[0] for row in conn.execute("SELECT DISTINCT model FROM attempts")]
-        seeded = {}
-        for model in models:
-            rows = conn.execute(f"{_SELECT} WHERE model = ? ORDER BY id DESC LIMIT ?",
-                                (model, self.recent_per_model)).fetchall()
-            seeded[model] = [_record(r) for r in reversed(rows)]
-        with self._lock:
-            for model, old in seeded.items():
-                window = deque(old + list(self._recent.get(model, ())), maxlen=self.recent_per_model)
-                self._recent[model] = window
-
-    def _corrupt(self, exc: Exception) -> bool:
-        return isinstance(exc, _SchemaMismatch) or (
-            isinstance(exc, sqlite3.DatabaseError) and _code(exc) in _CORRUPT)
-
-    def _move_aside(self, why: Exception) -> bool:
-        """Move a corrupt or foreign file (and its journal files) out of the way, keeping it
-        for a person to look at."""
-        assert self.path is not None
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-        n = 1
-        while aside.exists():
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}-{n}")
-            n += 1
-        try:
-            os.replace(self.path, aside)
-        except FileNotFoundError:
-            pass  # another process moved it first
-        except OSError as exc:
-            log.warning("metrics: %s is not a usable metrics file (%s) and cannot be moved aside "
-                        "(%s); attempts are kept in memory only", self.path, why, exc.strerror or exc)
-            self._give_up()
-            return False
-        else:
-            log.warning("metrics: %s is not a usable metrics file (%s); moved it to %s and started "
-                        "a new one", self.path, why, aside)
-        # A stale journal next to the new file would be replayed into it.
-        for suffix in ("-wal", "-shm", "-journal"):
-            journal = self.path.with_name(self.path.name + suffix)
-            try:
-                os.replace(journal, aside.with_name(aside.name + suffix))
-            except OSError:
-                pass
-        return True
-
-    def _failed(self, exc: sqlite3.Error, doing: str) -> None:
-        """A failed open or write: what it means for the attempts pending."""
-        code = _code(exc)
-        if code in _BUSY:
-            if self._trouble != "locked":
-                log.warning("metrics: %s is locked by another process; attempts wait in memory "
-                            "and are written when it is free", self.path)
-                self._trouble = "locked"
-        elif code in _CORRUPT:
-            # Found mid-run: the next round reopens it, which moves it aside.
-            log.warning("metrics: %s became unreadable (%s); reopening it", self.path, exc)
-            self._disconnect(forget_file=True)
-        elif code in _UNUSABLE:
-            log.warning("metrics: cannot %s %s (%s); attempts are kept in memory only",
-                        doing, self.path, exc)
-            self._give_up()
-        elif self._trouble != str(exc):  # disk full, I/O error: may pass; the batch waits
-            log.warning("metrics: cannot %s %s (%s); attempts wait in memory (at most %d) and "
-                        "are written when it works again", doing, self.path, exc, MAX_PENDING)
-            self._trouble = str(exc)
-
-    def _disconnect(self, forget_file: bool = False) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except sqlite3.Error:  # pragma: no cover
-                pass
-            self._conn = None
-        if forget_file:
-            self._file_id = None
-
     def _give_up(self) -> None:
         """Memory only from now on: nothing pending will be written."""
-        self._disconnect()
         with self._lock:
             self._memory_only = True
             self._dropped += len(self._pending)
             self._pending.clear()
             self._written.notify_all()
-
-    def _read_file(self, since: float | None) -> list[tuple] | None:
-        """The file's rows at or after `since`, oldest first; None when it cannot be read."""
-        query = _SELECT + ("" if since is None else " WHERE at >= ?") + " ORDER BY at, id"
-        try:
-            uri = f"{self.path.absolute().as_uri()}?mode=ro"  # type: ignore[union-attr]
-            conn = sqlite3.connect(uri, uri=True, timeout=READ_FLUSH_TIMEOUT_S)
-            try:
-                return conn.execute(query, () if since is None else (since,)).fetchall()
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            log.warning("metrics: cannot read %s (%s); showing this process's attempts only",
-                        self.path, exc)
-            return None
 
 
 def metrics_file(settings: RouterSettings) -> Path | None:
