@@ -337,3 +337,12 @@ def test_stats_on_a_corrupt_file(write_config: Callable[..., Path], tmp_path: Pa
     proc = run_cli("stats", "--config", str(config))
     assert proc.returncode == 0
     assert "not a usable metrics file" in proc.stderr and "no attempts recorded yet" in proc.stderr
+
+
+def test_a_store_that_records_nothing_starts_no_thread(tmp_path: Path):
+    """A router asked only for routes (`zeta-local route`) must leave no thread behind."""
+    before = {t.name for t in threading.enumerate()}
+    store = MetricsStore(tmp_path / "m.sqlite3")
+    assert "zeta-metrics-writer" not in {t.name for t in threading.enumerate()} - before
+    store.close()
+    assert (tmp_path / "m.sqlite3").exists()

@@ -17,6 +17,7 @@ from zeta_local.errors import (Cancelled, ConfigError, ContextOverflow, Fallback
 from zeta_local.results import (Attempt, Done, EmbeddingResult, Fallback, GenerationResult,
                                 ModelStatus, RouteDecision, Stream, StreamEvent, TextChunk,
                                 Usage)
+from zeta_local.metrics import UsageStats
 from zeta_local.router import ZetaDynamicRouter
 
 __version__ = "0.1.0"
@@ -52,6 +53,7 @@ __all__ = [
     "TextChunk",
     "UnknownModel",
     "Usage",
+    "UsageStats",
     "ZetaDynamicRouter",
     "ZetaError",
     "load_config",

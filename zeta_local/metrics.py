@@ -80,11 +80,8 @@ class MetricsStore:
         self._file.open()
         if self._file.unusable:  # warned: nothing to write
             self._memory_only = True
-            return
-        self._thread = threading.Thread(target=self._run, name="zeta-metrics-writer", daemon=True)
-        self._thread.start()
-        # A process that exits without close() still writes its last half second of attempts.
-        atexit.register(self._close_at_exit)
+        # The writer thread starts with the first record: a router only asked for routes
+        # (`zeta-local route`) leaves no thread behind.
 
     # ---- the request path: memory only ------------------------------------------------
 
@@ -104,6 +101,12 @@ class MetricsStore:
                 window.append(rec)
                 if self._memory_only or self._stopping:
                     return
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="zeta-metrics-writer",
+                                                    daemon=True)
+                    self._thread.start()
+                    # A process that exits without close() still writes its last attempts.
+                    atexit.register(self._close_at_exit)
                 self._seq += 1
                 self._pending.append((self._seq, row))
                 if len(self._pending) > MAX_PENDING:
@@ -185,6 +188,8 @@ class MetricsStore:
             if self._thread.is_alive():
                 log.warning("metrics: the writer of %s did not stop within %.1f s; %d attempts "
                             "may not be written", self.path, timeout, len(self._pending))
+        elif self._file is not None:  # nothing was ever recorded: no writer to close it
+            self._file.close()
 
     def _close_at_exit(self) -> None:
         self.close(timeout=2.0)
