@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from zeta_local import classifier_jargon
+
 TASKS = ("code", "reason", "chat")  # "embed" is chosen by calling embed(), never here
 
 # The question and any pasted code or trace are almost always in the first few thousand
@@ -26,6 +28,9 @@ TAIL_CHARS = 1000
 # Chat is the default: code or reason must collect at least this much evidence to win,
 # so a lone weak word ("function", "why does") leaves a prompt as chat.
 CHAT_PRIOR = 1.0
+
+# One programming-jargon term (see classifier_jargon) is this much code evidence.
+JARGON_WEIGHT = 0.5
 
 # Evidence at or above this (one code fence, one traceback) is a confident decision on its own.
 STRONG_EVIDENCE = 3.0
@@ -122,14 +127,21 @@ _ALIASES = {
 }
 
 
-def _lexicon(family: str, task: str, weight: float, words: str) -> None:
+def _lexicon(family: str, task: str, weight: float, words: str, *, only_new: bool = False) -> None:
+    """only_new: skip the entries another lexicon already has (they keep their own family)."""
     _SIGNAL_TASK[family] = task
     for entry in words.split("|"):
         tokens = tokenize(entry.strip().lower())
+        if not tokens:
+            continue
         phrase = " ".join(tokens)
         if len(tokens) == 1:
+            if only_new and (phrase in _WORDS or phrase in _AMBIGUOUS_WORDS):
+                continue
             _WORDS[phrase] = (family, task, weight)
         else:
+            if only_new and any(p == phrase for p, *_ in _PHRASES.get(tokens[0], ())):
+                continue
             _PHRASES.setdefault(tokens[0], []).append((phrase, family, task, weight))
 
 
@@ -210,6 +222,15 @@ _lexicon("text_task", "chat", 1.5,
 _lexicon("small_talk", "chat", 1.0,
          "how are you|what's your favorite|what's your favourite|what is your favorite|tell me about yourself|"
          "who are you|can we talk|can we just talk|i feel|i'm feeling|i am feeling")
+
+
+# Programming jargon (tools, packages, commands, error names, concepts; classifier_jargon): each
+# term alone is weak evidence, below the chat prior, but it tells the learned stage that the
+# prompt speaks the trade even when it never saw that particular tool in training.
+_AMBIGUOUS_WORDS = frozenset("go rust java ruby swift c python pandas react cargo".split())
+_lexicon("jargon:", "code", JARGON_WEIGHT, classifier_jargon.TOOLS, only_new=True)
+_lexicon("jargon:", "code", JARGON_WEIGHT, classifier_jargon.CONCEPTS, only_new=True)
+_lexicon("jargon:", "code", JARGON_WEIGHT, classifier_jargon.python_names(), only_new=True)
 
 
 # ------------------------------------------------------------------ regex signals
