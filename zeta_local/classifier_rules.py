@@ -435,8 +435,10 @@ _rule("error_message", "code", 1.0,
 # One rule per context, each behind its own gate, the common ones written literal-first (_first).
 # Split into one search per word: a match (word, blanks, noun) holds no other match's start, so
 # the separate searches find the same words as the one alternation.
-_rule("language:", "code", 1.5,
-      [f"({w})(?<![\\w.#+-]{w})[ \\t]+" + _PROG_NOUNS for w in _AMBIGUOUS.split()], words=(_AMBIGUOUS,))
+# Each word's rules are gated on that word's own token: "go" is common English, and a search
+# for "c" would otherwise try every "c" of a long prompt whenever any of the six occurs.
+for _w in _AMBIGUOUS.split():
+    _rule("language:", "code", 1.5, f"({_w})(?<![\\w.#+-]{_w})[ \\t]+" + _PROG_NOUNS, words=(_w,))
 _rule("language:", "code", 1.5,
       [a + r"[ \t]+(java|rust|go|ruby|swift)\b"
        for a in _lb(r"learn(?:ing)?|written[ \t]+in|programming[ \t]+in|coding[ \t]+in|using")],
@@ -445,16 +447,25 @@ _rule("language:", "code", 1.5, r"(java)(?<!\wjava)\.\w", words=("java",))
 _rule("language:", "code", 1.5,
       [r"(cargo)(?<!\wcargo)[ \t]+(?:build|run|test|add)\b", r"(go)(?<!\wgo)[ \t]+(?:mod|fmt|vet)\b"],
       words=("cargo go",))
-_rule("language:", "code", 1.5,
-      _AMBIG_FIRST + r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+" + _LANG_NAMES + r"(?![\w+#])"
-      + r"|" + _LANG_FIRST + r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+(java|rust|go|ruby|swift|c)(?![\w+#])",
-      words=(_AMBIGUOUS, "or and vs versus"),
-      # Either branch puts an ambiguous name right before or right after the connective.
-      pre=[f"{w}(?<![\\w.#+-]{w})[ \\t]+(?:or|and|vs|versus)" for w in _AMBIGUOUS.split()]
-      + [f"{b}{w}(?![\\w+#])" for w in _AMBIGUOUS.split() for b in (" ", "\\t")])
+# "go or rust", "python vs c": an ambiguous name right before the connective (forwards, from
+# the name), or right after it with a plain language name before it (on the reversed text, so
+# that the search also starts at the ambiguous name). Either way gated on the name's token.
+_CONNECTIVE = r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+"
+_CONNECTIVE_REV = r"[ \t]+(?:ro|dna|\.?sv|susrev)[ \t]+"
+_PLAIN_LANGS_REV = "|".join(n[::-1].replace(".", r"\.").replace("+", r"\+")
+                            for n in "c++ c# python javascript typescript kotlin golang php scala haskell elixir zig "
+                                     "node.js node".split())
+for _w in _AMBIGUOUS.split():
+    _rule(f"language:{_w}", "code", 1.5, f"{_w}(?<![\\w.#+-]{_w})" + _CONNECTIVE + _LANG_NAMES + r"(?![\w+#])",
+          words=(_w, "or and vs versus"))
+    _rule(f"language:{_w}", "code", 1.5,
+          _Reversed(f"{_w[::-1]}(?<![\\w+#]{_w[::-1]})" + _CONNECTIVE_REV + f"(?:{_PLAIN_LANGS_REV})(?![\\w.#+-])"),
+          words=(_w, "or and vs versus"))
 # After a bare "in" ("in Java?") the weight stays below the chat prior: it could be the island.
-_rule("language_hint:", "code", 0.75, r"in(?<!\win)[ \t]+(java|rust|go|ruby|swift|c)(?=[ \t]*[,.?!]|[ \t]*$)",
-      words=("in", _AMBIGUOUS), flags=_M)
+for _w in _AMBIGUOUS.split():  # started at the name, with "in" and one or two blanks behind it
+    _rule("language_hint:", "code", 0.75,
+          f"({_w})(?:" + "|".join(f"(?<=\\bin{b}{_w})" for b in (" ", "\t", "  ", " \t", "\t ", "\t\t"))
+          + r")(?=[ \t]*[,.?!]|[ \t]*$)", words=("in", _w), flags=_M)
 # One search per branch: no branch's match holds another's start.
 _rule("tool:", "code", 1.5,
       [f"({w})(?<!\\w{w})[ \\t]+(?:install|uninstall|add|freeze)\\b" for w in ("pip", "yarn", "brew", "apt")]
@@ -476,12 +487,17 @@ _rule("code_request", "code", 2.0,
       words=("write implement create build generate give show code need",))
 
 # ---- reason: math notation
-# `[\w)][ \t]*[-+*/^]...`, started at the operator or at the first blank after the operand.
-_EQUATION_REST = r"[ \t]*[\w(][^=\n]{0,40}?(?<![=!<>])=(?!=)[ \t]*-?[\w(]"
+# `[\w)][ \t]*[-+*/^][ \t]*[\w(][^=\n]{0,40}?(?<![=!<>])=(?!=)[ \t]*-?[\w(]` ("2x + 3 = 7"), matched
+# on the reversed text so that the search starts at the "=" (forwards it started at every
+# blank of the prompt); what follows the "=" (up to two blanks and a minus) is checked behind it.
 _rule("math:equation", "reason", 2.0,
-      [r"[-+*/^](?<=[\w)][-+*/^])" + _EQUATION_REST, r"[ \t](?<=[\w)][ \t])[ \t]*[-+*/^]" + _EQUATION_REST],
+      _Reversed("=(?:" + "|".join(f"(?<=[\\w(]{m}{b}=)" for m in ("", "-") for b in ("", "[ \t]", "[ \t]{2}"))
+                + r")(?![=!<>])[^=\n]{0,40}?[\w(][ \t]*[-+*/^][ \t]*[\w)]"),
       chars=("=", "+-*/^"))
-_rule("math:variable_term", "reason", 1.0, r"\d(?<![\w.$]\d)\d*[xyzn](?!\w)", chars=("xyzn", _DIGITS))
+# `\d(?<![\w.$]\d)\d*[xyzn](?!\w)` ("3x", "12n"), on the reversed text: started at the letter,
+# not at every digit.
+_rule("math:variable_term", "reason", 1.0, _Reversed(r"[xyzn](?<!\w[xyzn])\d+(?![\w.$])"),
+      chars=("xyzn", _DIGITS))
 _rule("math:exponent", "reason", 1.5, r"\^(?<=[\w)]\^)[\w(-]", chars=("^",))
 _rule("math:exponent", "reason", 1.5, None, chars=("²³",))
 _rule("math:function_notation", "reason", 2.0,
@@ -494,7 +510,9 @@ _rule("math:symbols", "reason", 2.0, None, chars=("∫∑∏√π∞≤≥≠±�
 # A slash between numbers is division, except in a date or a version (05/01/2024, 1/2/3).
 _rule("arithmetic", "reason", 1.5,
       r"\d(?:[ \t]*[+*×÷^][ \t]*\(?\d|(?<![\d/]\d)\d*[ \t]*/[ \t]*\d+(?![\d/])|[ \t]+-[ \t]+\d)",
-      chars=(_DIGITS, "+*/×÷^-"))
+      chars=(_DIGITS, "+*/×÷^-"),
+      # Started at the operator: cheap, where the pattern tries every digit of the prompt.
+      pre=[r"[+*×÷^](?<=[\d \t][+*×÷^])[ \t]*\(?\d", r"/(?<=[\d \t]/)[ \t]*\d", r"-(?<=[ \t]-)[ \t]+\d"])
 _rule("percent", "reason", 1.0, _Reversed(r"%[ \t]*(?:\d+\.)?\d"), chars=("%",))  # \d(?:\.\d+)?[ \t]*%
 _rule("percent", "reason", 1.0, None, words=("percent percentage",))
 
@@ -550,7 +568,8 @@ _rule("puzzle:riddle_form", "reason", 2.0,
 _rule("multiple_choice", "reason", 1.5, _Line(r"options:[ \t]*\n[ \t]*(?:\([a-e]\)|- )"), words=("options",),
       flags=_M)
 _rule("tool:", "code", 1.5, r"(port)(?<!\wport)[ \t]+\d{2,5}\b", words=("port",))
-_rule("language:", "code", 1.5, _Line(r"(java|rust|go|ruby|swift|c)[ \t]*[:,-]"), words=(_AMBIGUOUS,), flags=_M)
+for _w in _AMBIGUOUS.split():
+    _rule("language:", "code", 1.5, _Line(f"({_w})[ \\t]*[:,-]"), words=(_w,), flags=_M)
 
 # ---- chat
 _rule("creative_writing", "chat", 2.0,
