@@ -151,7 +151,7 @@ _lexicon("language:", "code", 1.5,
          "objective-c|groovy|ruby on rails|swiftui|goroutine|goroutines|rustc|rustup|borrow checker|jvm|jdk|"
          "python2|python3")
 _lexicon("tool:", "code", 1.5,
-         "git|github|gitlab|docker|dockerfile|docker-compose|kubernetes|kubectl|k8s|npm|npx|pytest|unittest|jest|"
+         "git|github|gitlab|docker|dockerfile|docker-compose|kubernetes|kubectl|k8s|npm|npx|pytest|unittest|"
          "webpack|curl|wget|vscode|conda|venv|virtualenv|maven|gradle|nginx|postgres|postgresql|mysql|sqlite|"
          "mongodb|redis|flask|django|fastapi|numpy|tensorflow|pytorch|regex|regexp|api|apis|graphql|linux|ssh|"
          "cmake|makefile|llvm|gcc|clang|rails|spring boot|github actions|usestate|useeffect|pip3|jupyter|"
@@ -218,7 +218,14 @@ _lexicon("creative_writing", "chat", 2.0,
 _lexicon("text_task", "chat", 1.5,
          "summarise|summarize|summarising|summarizing|summary of|translate|translation|proofread|"
          "proofreading|rephrase|paraphrase|reword|rewrite this|rewrite it|make it flow|fix my grammar|"
-         "correct my text|continue this story|continue the story|tl dr|tldr")
+         "correct my text|continue this story|continue the story|tl dr|tldr|"
+         # Editing a text the user pastes, and tasks on a given passage ("extract the names from
+         # the text below"): the text is the material, whatever words are in it.
+         "summarization|summarisation|shorten this|make this shorter|make it shorter|bullet points|"
+         "fix the tone|polish this|tidy this up|clean up this text|edit this|improve this letter|"
+         "improve this email|next chapter|the text below|the following text|this text|the passage|"
+         "this passage|the following passage|the following paragraph|this paragraph|the paragraph|"
+         "the reference text|this article|the following article|the given text|based on the text")
 _lexicon("small_talk", "chat", 1.0,
          "how are you|what's your favorite|what's your favourite|what is your favorite|tell me about yourself|"
          "who are you|can we talk|can we just talk|i feel|i'm feeling|i am feeling")
@@ -472,6 +479,10 @@ _rule("tool:", "code", 1.5,
       + [r"(react)(?<!\wreact)[ \t]+(?:components?|hooks?|app|native|router|state|props)\b",
          r"(pandas)(?<!\wpandas)\b(?=[^\n]{0,40}\b(?:df|dataframe|groupby|series|read_csv|merge)\b)"],
       words=("pip yarn brew apt react pandas",))
+# "jest" is the test runner in company of testing words (in Polish it is "is").
+_rule("tool:jest", "code", 1.5, None,
+      words=("jest", "test tests testing mock mocks mocked spec specs describe expect snapshot snapshots npm yarn "
+                     "config coverage js ts typescript javascript react vitest unit"))
 # "commit" is git vocabulary with a determiner, but not "commit to ..." (a promise).
 _rule("keyword:", "code", 1.0,
       r"(commit)(?:" + "|".join(f"(?<=\\b{d} commit)" for d in
