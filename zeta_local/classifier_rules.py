@@ -505,6 +505,11 @@ _rule("math:equation", "reason", 2.0,
       _Reversed("=(?:" + "|".join(f"(?<=[\\w(]{m}{b}=)" for m in ("", "-") for b in ("", "[ \t]", "[ \t]{2}"))
                 + r")(?![=!<>])[^=\n]{0,40}?[\w(][ \t]*[-+*/^][ \t]*[\w)]"),
       chars=("=", "+-*/^"))
+# The same forwards, for three or more blanks after the "=" (rare): behind a check for them.
+_EQUATION_REST = r"[ \t]*[\w(][^=\n]{0,40}?(?<![=!<>])=(?!=)[ \t]*-?[\w(]"
+_rule("math:equation", "reason", 2.0,
+      [r"[-+*/^](?<=[\w)][-+*/^])" + _EQUATION_REST, r"[ \t](?<=[\w)][ \t])[ \t]*[-+*/^]" + _EQUATION_REST],
+      chars=("=", "+-*/^"), pre=[r"=[ \t]{3}"])
 # `\d(?<![\w.$]\d)\d*[xyzn](?!\w)` ("3x", "12n"), on the reversed text: started at the letter,
 # not at every digit.
 _rule("math:variable_term", "reason", 1.0, _Reversed(r"[xyzn](?<!\w[xyzn])\d+(?![\w.$])"),
@@ -579,8 +584,7 @@ _rule("puzzle:riddle_form", "reason", 2.0,
 _rule("multiple_choice", "reason", 1.5, _Line(r"options:[ \t]*\n[ \t]*(?:\([a-e]\)|- )"), words=("options",),
       flags=_M)
 _rule("tool:", "code", 1.5, r"(port)(?<!\wport)[ \t]+\d{2,5}\b", words=("port",))
-for _w in _AMBIGUOUS.split():
-    _rule("language:", "code", 1.5, _Line(f"({_w})[ \\t]*[:,-]"), words=(_w,), flags=_M)
+_rule("language:", "code", 1.5, _Line(r"(java|rust|go|ruby|swift|c)[ \t]*[:,-]"), words=(_AMBIGUOUS,), flags=_M)
 
 # ---- chat
 _rule("creative_writing", "chat", 2.0,
