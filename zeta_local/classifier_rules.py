@@ -116,7 +116,8 @@ def lower_and_tokens(text: str) -> tuple[str, list[str]]:
 # "rust", "java", "pandas", "react", "python") are NOT here: they need context (regex rules below).
 
 _WORDS: dict[str, tuple[str, str, float]] = {}  # single token -> (family, task, weight)
-_PHRASES: dict[str, list[tuple[str, str, str, float]]] = {}  # first token -> [(phrase, family, task, weight)]
+# first token -> [(phrase, family, task, weight, its other tokens)]
+_PHRASES: dict[str, list[tuple[str, str, str, float, frozenset[str]]]] = {}
 
 # Indirect names reported under the language or tool they stand for.
 _ALIASES = {
@@ -142,7 +143,7 @@ def _lexicon(family: str, task: str, weight: float, words: str, *, only_new: boo
         else:
             if only_new and any(p == phrase for p, *_ in _PHRASES.get(tokens[0], ())):
                 continue
-            _PHRASES.setdefault(tokens[0], []).append((phrase, family, task, weight))
+            _PHRASES.setdefault(tokens[0], []).append((phrase, family, task, weight, frozenset(tokens[1:])))
 
 
 _lexicon("language:", "code", 1.5,
@@ -671,8 +672,9 @@ def _collect(text: str) -> dict[str, tuple[str, float]]:
     if firsts:
         joined = " " + " ".join(tokens) + " "
         for first in firsts:
-            for phrase, family, task, weight in _PHRASES[first]:
-                if " " + phrase + " " in joined:
+            for phrase, family, task, weight, rest in _PHRASES[first]:
+                # Every word of the phrase must occur before the (dearer) search for the phrase.
+                if rest <= token_set and " " + phrase + " " in joined:
                     add(family + _ALIASES.get(phrase, phrase) if family.endswith(":") else family, task, weight)
 
     # Regex rules: only those indexed under a token or character of this prompt, then the rest of
