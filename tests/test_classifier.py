@@ -359,9 +359,10 @@ def heldout() -> ce.Evaluation:
     return ce.evaluate(ce.load_rows(HELDOUT))
 
 
-# Two of the issue's targets are not met yet: held-out accuracy is 0.962 (target 0.97) and chat's
-# recall 0.934 (target 0.95), with 7,664 tuning prompts; strict, so meeting them fails loudly here.
-_NOT_MET = pytest.mark.xfail(strict=True, reason="issue 11 target not met yet (accuracy 0.962, chat recall 0.934)")
+# One of the issue's targets is not met yet: held-out accuracy is 0.967 (355 of 367; target 0.97);
+# strict, so meeting it fails loudly here. (Every task's recall reached 0.95 with the jargon
+# lexicon, the text_task additions and the L2 grid down to 1e-7: code 1.000, reason and chat 0.951.)
+_NOT_MET = pytest.mark.xfail(strict=True, reason="issue 11 target not met yet (accuracy 0.967)")
 
 
 @_NOT_MET
@@ -369,7 +370,6 @@ def test_heldout_accuracy_is_at_least_97_percent(heldout: ce.Evaluation):
     assert heldout.accuracy >= 0.97, "\n".join(ce.report_lines("heldout", heldout, list_wrong=False))
 
 
-@_NOT_MET
 def test_heldout_recall_of_every_task_is_at_least_95_percent(heldout: ce.Evaluation):
     assert min(heldout.recall.values()) >= 0.95, heldout.recall
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from zeta_local import classifier_jargon
+
 TASKS = ("code", "reason", "chat")  # "embed" is chosen by calling embed(), never here
 
 # The question and any pasted code or trace are almost always in the first few thousand
@@ -26,6 +28,9 @@ TAIL_CHARS = 1000
 # Chat is the default: code or reason must collect at least this much evidence to win,
 # so a lone weak word ("function", "why does") leaves a prompt as chat.
 CHAT_PRIOR = 1.0
+
+# One programming-jargon term (see classifier_jargon) is this much code evidence.
+JARGON_WEIGHT = 0.5
 
 # Evidence at or above this (one code fence, one traceback) is a confident decision on its own.
 STRONG_EVIDENCE = 3.0
@@ -111,7 +116,8 @@ def lower_and_tokens(text: str) -> tuple[str, list[str]]:
 # "rust", "java", "pandas", "react", "python") are NOT here: they need context (regex rules below).
 
 _WORDS: dict[str, tuple[str, str, float]] = {}  # single token -> (family, task, weight)
-_PHRASES: dict[str, list[tuple[str, str, str, float]]] = {}  # first token -> [(phrase, family, task, weight)]
+# first token -> [(phrase, family, task, weight, its other tokens)]
+_PHRASES: dict[str, list[tuple[str, str, str, float, frozenset[str]]]] = {}
 
 # Indirect names reported under the language or tool they stand for.
 _ALIASES = {
@@ -122,15 +128,22 @@ _ALIASES = {
 }
 
 
-def _lexicon(family: str, task: str, weight: float, words: str) -> None:
+def _lexicon(family: str, task: str, weight: float, words: str, *, only_new: bool = False) -> None:
+    """only_new: skip the entries another lexicon already has (they keep their own family)."""
     _SIGNAL_TASK[family] = task
     for entry in words.split("|"):
         tokens = tokenize(entry.strip().lower())
+        if not tokens:
+            continue
         phrase = " ".join(tokens)
         if len(tokens) == 1:
+            if only_new and (phrase in _WORDS or phrase in _AMBIGUOUS_WORDS):
+                continue
             _WORDS[phrase] = (family, task, weight)
         else:
-            _PHRASES.setdefault(tokens[0], []).append((phrase, family, task, weight))
+            if only_new and any(p == phrase for p, *_ in _PHRASES.get(tokens[0], ())):
+                continue
+            _PHRASES.setdefault(tokens[0], []).append((phrase, family, task, weight, frozenset(tokens[1:])))
 
 
 _lexicon("language:", "code", 1.5,
@@ -139,7 +152,7 @@ _lexicon("language:", "code", 1.5,
          "objective-c|groovy|ruby on rails|swiftui|goroutine|goroutines|rustc|rustup|borrow checker|jvm|jdk|"
          "python2|python3")
 _lexicon("tool:", "code", 1.5,
-         "git|github|gitlab|docker|dockerfile|docker-compose|kubernetes|kubectl|k8s|npm|npx|pytest|unittest|jest|"
+         "git|github|gitlab|docker|dockerfile|docker-compose|kubernetes|kubectl|k8s|npm|npx|pytest|unittest|"
          "webpack|curl|wget|vscode|conda|venv|virtualenv|maven|gradle|nginx|postgres|postgresql|mysql|sqlite|"
          "mongodb|redis|flask|django|fastapi|numpy|tensorflow|pytorch|regex|regexp|api|apis|graphql|linux|ssh|"
          "cmake|makefile|llvm|gcc|clang|rails|spring boot|github actions|usestate|useeffect|pip3|jupyter|"
@@ -206,10 +219,26 @@ _lexicon("creative_writing", "chat", 2.0,
 _lexicon("text_task", "chat", 1.5,
          "summarise|summarize|summarising|summarizing|summary of|translate|translation|proofread|"
          "proofreading|rephrase|paraphrase|reword|rewrite this|rewrite it|make it flow|fix my grammar|"
-         "correct my text|continue this story|continue the story|tl dr|tldr")
+         "correct my text|continue this story|continue the story|tl dr|tldr|"
+         # Editing a text the user pastes, and tasks on a given passage ("extract the names from
+         # the text below"): the text is the material, whatever words are in it.
+         "summarization|summarisation|shorten this|make this shorter|make it shorter|bullet points|"
+         "fix the tone|polish this|tidy this up|clean up this text|edit this|improve this letter|"
+         "improve this email|next chapter|the text below|the following text|this text|the passage|"
+         "this passage|the following passage|the following paragraph|this paragraph|the paragraph|"
+         "the reference text|this article|the following article|the given text|based on the text")
 _lexicon("small_talk", "chat", 1.0,
          "how are you|what's your favorite|what's your favourite|what is your favorite|tell me about yourself|"
          "who are you|can we talk|can we just talk|i feel|i'm feeling|i am feeling")
+
+
+# Programming jargon (tools, packages, commands, error names, concepts; classifier_jargon): each
+# term alone is weak evidence, below the chat prior, but it tells the learned stage that the
+# prompt speaks the trade even when it never saw that particular tool in training.
+_AMBIGUOUS_WORDS = frozenset("go rust java ruby swift c python pandas react cargo".split())
+_lexicon("jargon:", "code", JARGON_WEIGHT, classifier_jargon.TOOLS, only_new=True)
+_lexicon("jargon:", "code", JARGON_WEIGHT, classifier_jargon.CONCEPTS, only_new=True)
+_lexicon("jargon:", "code", JARGON_WEIGHT, classifier_jargon.python_names(), only_new=True)
 
 
 # ------------------------------------------------------------------ regex signals
@@ -414,8 +443,10 @@ _rule("error_message", "code", 1.0,
 # One rule per context, each behind its own gate, the common ones written literal-first (_first).
 # Split into one search per word: a match (word, blanks, noun) holds no other match's start, so
 # the separate searches find the same words as the one alternation.
-_rule("language:", "code", 1.5,
-      [f"({w})(?<![\\w.#+-]{w})[ \\t]+" + _PROG_NOUNS for w in _AMBIGUOUS.split()], words=(_AMBIGUOUS,))
+# Each word's rules are gated on that word's own token: "go" is common English, and a search
+# for "c" would otherwise try every "c" of a long prompt whenever any of the six occurs.
+for _w in _AMBIGUOUS.split():
+    _rule("language:", "code", 1.5, f"({_w})(?<![\\w.#+-]{_w})[ \\t]+" + _PROG_NOUNS, words=(_w,))
 _rule("language:", "code", 1.5,
       [a + r"[ \t]+(java|rust|go|ruby|swift)\b"
        for a in _lb(r"learn(?:ing)?|written[ \t]+in|programming[ \t]+in|coding[ \t]+in|using")],
@@ -424,22 +455,35 @@ _rule("language:", "code", 1.5, r"(java)(?<!\wjava)\.\w", words=("java",))
 _rule("language:", "code", 1.5,
       [r"(cargo)(?<!\wcargo)[ \t]+(?:build|run|test|add)\b", r"(go)(?<!\wgo)[ \t]+(?:mod|fmt|vet)\b"],
       words=("cargo go",))
-_rule("language:", "code", 1.5,
-      _AMBIG_FIRST + r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+" + _LANG_NAMES + r"(?![\w+#])"
-      + r"|" + _LANG_FIRST + r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+(java|rust|go|ruby|swift|c)(?![\w+#])",
-      words=(_AMBIGUOUS, "or and vs versus"),
-      # Either branch puts an ambiguous name right before or right after the connective.
-      pre=[f"{w}(?<![\\w.#+-]{w})[ \\t]+(?:or|and|vs|versus)" for w in _AMBIGUOUS.split()]
-      + [f"{b}{w}(?![\\w+#])" for w in _AMBIGUOUS.split() for b in (" ", "\\t")])
+# "go or rust", "python vs c": an ambiguous name right before the connective (forwards, from
+# the name), or right after it with a plain language name before it (on the reversed text, so
+# that the search also starts at the ambiguous name). Either way gated on the name's token.
+_CONNECTIVE = r"[ \t]+(?:or|and|vs\.?|versus)[ \t]+"
+_CONNECTIVE_REV = r"[ \t]+(?:ro|dna|\.?sv|susrev)[ \t]+"
+_PLAIN_LANGS_REV = "|".join(n[::-1].replace(".", r"\.").replace("+", r"\+")
+                            for n in "c++ c# python javascript typescript kotlin golang php scala haskell elixir zig "
+                                     "node.js node".split())
+for _w in _AMBIGUOUS.split():
+    _rule(f"language:{_w}", "code", 1.5, f"{_w}(?<![\\w.#+-]{_w})" + _CONNECTIVE + _LANG_NAMES + r"(?![\w+#])",
+          words=(_w, "or and vs versus"))
+    _rule(f"language:{_w}", "code", 1.5,
+          _Reversed(f"{_w[::-1]}(?<![\\w+#]{_w[::-1]})" + _CONNECTIVE_REV + f"(?:{_PLAIN_LANGS_REV})(?![\\w.#+-])"),
+          words=(_w, "or and vs versus"))
 # After a bare "in" ("in Java?") the weight stays below the chat prior: it could be the island.
-_rule("language_hint:", "code", 0.75, r"in(?<!\win)[ \t]+(java|rust|go|ruby|swift|c)(?=[ \t]*[,.?!]|[ \t]*$)",
-      words=("in", _AMBIGUOUS), flags=_M)
+for _w in _AMBIGUOUS.split():  # started at the name, with "in" and one or two blanks behind it
+    _rule("language_hint:", "code", 0.75,
+          f"({_w})(?:" + "|".join(f"(?<=\\bin{b}{_w})" for b in (" ", "\t", "  ", " \t", "\t ", "\t\t"))
+          + r")(?=[ \t]*[,.?!]|[ \t]*$)", words=("in", _w), flags=_M)
 # One search per branch: no branch's match holds another's start.
 _rule("tool:", "code", 1.5,
       [f"({w})(?<!\\w{w})[ \\t]+(?:install|uninstall|add|freeze)\\b" for w in ("pip", "yarn", "brew", "apt")]
       + [r"(react)(?<!\wreact)[ \t]+(?:components?|hooks?|app|native|router|state|props)\b",
          r"(pandas)(?<!\wpandas)\b(?=[^\n]{0,40}\b(?:df|dataframe|groupby|series|read_csv|merge)\b)"],
       words=("pip yarn brew apt react pandas",))
+# "jest" is the test runner in company of testing words (in Polish it is "is").
+_rule("tool:jest", "code", 1.5, None,
+      words=("jest", "test tests testing mock mocks mocked spec specs describe expect snapshot snapshots npm yarn "
+                     "config coverage js ts typescript javascript react vitest unit"))
 # "commit" is git vocabulary with a determiner, but not "commit to ..." (a promise).
 _rule("keyword:", "code", 1.0,
       r"(commit)(?:" + "|".join(f"(?<=\\b{d} commit)" for d in
@@ -455,12 +499,22 @@ _rule("code_request", "code", 2.0,
       words=("write implement create build generate give show code need",))
 
 # ---- reason: math notation
-# `[\w)][ \t]*[-+*/^]...`, started at the operator or at the first blank after the operand.
+# `[\w)][ \t]*[-+*/^][ \t]*[\w(][^=\n]{0,40}?(?<![=!<>])=(?!=)[ \t]*-?[\w(]` ("2x + 3 = 7"), matched
+# on the reversed text so that the search starts at the "=" (forwards it started at every
+# blank of the prompt); what follows the "=" (up to two blanks and a minus) is checked behind it.
+_rule("math:equation", "reason", 2.0,
+      _Reversed("=(?:" + "|".join(f"(?<=[\\w(]{m}{b}=)" for m in ("", "-") for b in ("", "[ \t]", "[ \t]{2}"))
+                + r")(?![=!<>])[^=\n]{0,40}?[\w(][ \t]*[-+*/^][ \t]*[\w)]"),
+      chars=("=", "+-*/^"))
+# The same forwards, for three or more blanks after the "=" (rare): behind a check for them.
 _EQUATION_REST = r"[ \t]*[\w(][^=\n]{0,40}?(?<![=!<>])=(?!=)[ \t]*-?[\w(]"
 _rule("math:equation", "reason", 2.0,
       [r"[-+*/^](?<=[\w)][-+*/^])" + _EQUATION_REST, r"[ \t](?<=[\w)][ \t])[ \t]*[-+*/^]" + _EQUATION_REST],
-      chars=("=", "+-*/^"))
-_rule("math:variable_term", "reason", 1.0, r"\d(?<![\w.$]\d)\d*[xyzn](?!\w)", chars=("xyzn", _DIGITS))
+      chars=("=", "+-*/^"), pre=[r"=[ \t]{3}"])
+# `\d(?<![\w.$]\d)\d*[xyzn](?!\w)` ("3x", "12n"), on the reversed text: started at the letter,
+# not at every digit.
+_rule("math:variable_term", "reason", 1.0, _Reversed(r"[xyzn](?<!\w[xyzn])\d+(?![\w.$])"),
+      chars=("xyzn", _DIGITS))
 _rule("math:exponent", "reason", 1.5, r"\^(?<=[\w)]\^)[\w(-]", chars=("^",))
 _rule("math:exponent", "reason", 1.5, None, chars=("²³",))
 _rule("math:function_notation", "reason", 2.0,
@@ -473,7 +527,9 @@ _rule("math:symbols", "reason", 2.0, None, chars=("∫∑∏√π∞≤≥≠±�
 # A slash between numbers is division, except in a date or a version (05/01/2024, 1/2/3).
 _rule("arithmetic", "reason", 1.5,
       r"\d(?:[ \t]*[+*×÷^][ \t]*\(?\d|(?<![\d/]\d)\d*[ \t]*/[ \t]*\d+(?![\d/])|[ \t]+-[ \t]+\d)",
-      chars=(_DIGITS, "+*/×÷^-"))
+      chars=(_DIGITS, "+*/×÷^-"),
+      # Started at the operator: cheap, where the pattern tries every digit of the prompt.
+      pre=[r"[+*×÷^](?<=[\d \t][+*×÷^])[ \t]*\(?\d", r"/(?<=[\d \t]/)[ \t]*\d", r"-(?<=[ \t]-)[ \t]+\d"])
 _rule("percent", "reason", 1.0, _Reversed(r"%[ \t]*(?:\d+\.)?\d"), chars=("%",))  # \d(?:\.\d+)?[ \t]*%
 _rule("percent", "reason", 1.0, None, words=("percent percentage",))
 
@@ -616,8 +672,9 @@ def _collect(text: str) -> dict[str, tuple[str, float]]:
     if firsts:
         joined = " " + " ".join(tokens) + " "
         for first in firsts:
-            for phrase, family, task, weight in _PHRASES[first]:
-                if " " + phrase + " " in joined:
+            for phrase, family, task, weight, rest in _PHRASES[first]:
+                # Every word of the phrase must occur before the (dearer) search for the phrase.
+                if rest <= token_set and " " + phrase + " " in joined:
                     add(family + _ALIASES.get(phrase, phrase) if family.endswith(":") else family, task, weight)
 
     # Regex rules: only those indexed under a token or character of this prompt, then the rest of

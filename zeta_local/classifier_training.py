@@ -19,7 +19,7 @@ from zeta_local import learned_classifier as learned
 
 logger = logging.getLogger(__name__)
 
-LAMBDAS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4)
+LAMBDAS = (1e-7, 3e-7, 1e-6, 3e-6, 1e-5)
 FOLDS = 5
 MIN_DOCS = 2  # a bucket seen in a single training prompt carries an anecdote, not a pattern
 GATES = tuple(round(g, 2) for g in np.arange(0.0, 1.01, 0.05))
