@@ -166,8 +166,11 @@ class RemoteModel:
                                                  "encoding_format": "float"}, what)
         try:
             rows = sorted(body["data"], key=lambda row: row["index"])
-            vectors = np.array([row["embedding"] for row in rows], dtype=np.float32)
-        except (KeyError, TypeError, ValueError):
+            # One vector per token (llama-cpp-python's server on a model without pooling): pooled
+            # by their mean, as this router's own embedder pools.
+            vectors = np.array([np.asarray(row["embedding"], dtype=np.float32).reshape(
+                -1, np.shape(row["embedding"])[-1]).mean(axis=0) for row in rows], dtype=np.float32)
+        except (KeyError, TypeError, ValueError, IndexError):
             raise GenerationError(f"{self.name}: {what} did not answer with embeddings "
                                   f"({{\"data\": [{{\"index\", \"embedding\"}}]}})") from None
         if vectors.ndim != 2 or len(vectors) != len(texts):
