@@ -43,7 +43,7 @@ def _free_port() -> int:
 class FakeEngine:
     """An OpenAI-compatible engine on a thread. `mode` says how it answers the next requests:
     ok (streams WORDS), hang (accepts, never answers), stall (three chunks, then silence),
-    error500, busy429 (Retry-After: 3), html. It records each request's path, body and
+    error500, busy429 (Retry-After: 3), html, cut (three chunks, then the body ends). It records each request's path, body and
     Authorization header, and when a client hung up on a request it held open."""
 
     WORDS = ["Once", " upon", " a", " time", " there", " was", " a", " router", "."]
@@ -92,10 +92,13 @@ class FakeEngine:
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
                 self.end_headers()
-                words = engine.WORDS[:3] if mode == "stall" else engine.WORDS
+                words = engine.WORDS[:3] if mode in ("stall", "cut") else engine.WORDS
                 for word in words:
                     choice = {"index": 0, "delta": {"content": word}} if chat else {"index": 0, "text": word}
                     self._event({"choices": [choice]})
+                if mode == "cut":  # the body just ends: no finish_reason, no [DONE]
+                    self.close_connection = True
+                    return
                 if mode == "stall":
                     self.wfile.write(b": keep-alive\n\n")  # a comment is not text: still a stall
                     self.wfile.flush()
@@ -185,7 +188,7 @@ def _outcomes(result_or_error: Any) -> list[tuple[str, str]]:
 
 def test_an_engine_that_never_answers_times_out_and_its_connection_is_closed(remote_router, engine):
     engine.mode = "hang"
-    zeta = remote_router(router={"first_token_timeout_s": 1.0})
+    zeta = remote_router(first_token_timeout_s=1.0)  # its own budget: the local one may be slow here
     started = time.monotonic()
     result = zeta.generate("Tell me a story", task="chat")
     elapsed = time.monotonic() - started
@@ -202,7 +205,7 @@ def test_an_engine_that_never_answers_times_out_and_its_connection_is_closed(rem
 
 def test_a_stream_that_stalls_is_stopped_and_the_next_model_continues_its_text(remote_router, engine):
     engine.mode = "stall"
-    zeta = remote_router(router={"stall_timeout_s": 1.0})
+    zeta = remote_router(stall_timeout_s=1.0)  # its own budget: the local one may be slow here
     events = list(zeta.stream("Tell me a story", task="chat"))
     fallback = next(e for e in events if isinstance(e, Fallback))
     result = events[-1].result
@@ -227,6 +230,14 @@ def test_html_instead_of_an_event_stream_is_a_clear_error(remote_router, engine)
     assert _outcomes(result) == [("far", "error"), ("near", "ok")]
     detail = result.attempts[0].detail
     assert "text/html" in detail and "text/event-stream" in detail and "502 Bad Gateway" in detail
+
+
+def test_a_stream_cut_short_is_an_error_and_the_next_model_continues(remote_router, engine):
+    engine.mode = "cut"
+    result = remote_router().generate("Tell me a story", task="chat")
+    assert _outcomes(result) == [("far", "error"), ("near", "ok")]
+    assert "before the answer ended" in result.attempts[0].detail
+    assert result.text.startswith("Once upon a")
 
 
 def test_busy_with_retry_after_skips_the_engine_that_long_then_tries_it_again(remote_router, engine):
@@ -498,3 +509,12 @@ def test_a_remote_model_reads_back(write_config):
     assert (spec.endpoint, spec.remote_model, spec.api_key_env, spec.remote) == \
         ("https://gpu-box:8000/v1", "fake", "BOX_KEY", True)
     assert spec.source == "remote:https://gpu-box:8000/v1"
+
+
+def test_zeta_local_serve_over_a_busy_engine_says_come_back(serve, engine):
+    engine.mode = "busy429"
+    server, _ = serve({"far": _remote(engine.url)})
+    response = httpx.post(f"{server.url}/v1/chat/completions", trust_env=False, timeout=30,
+                          json={"model": "far", "messages": [{"role": "user", "content": "Hi"}]})
+    assert response.status_code == 429 and "Retry-After" in response.headers
+    assert "busy" in response.json()["error"]["message"]

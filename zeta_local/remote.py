@@ -151,6 +151,10 @@ class RemoteModel:
                                 finish = "length" if choice["finish_reason"] == "length" else "stop"
             except httpx.TransportError as exc:
                 raise self._transport_error(exc, what) from None
+            except GenerationError:
+                if self.cancel.is_set():  # the stream was cut by our own shutdown
+                    raise Aborted(f"{self.name}: request cancelled") from None
+                raise
         if self.cancel.is_set():
             raise Aborted(f"{self.name}: request cancelled")
         if usage and isinstance(usage.get("prompt_tokens"), int) and isinstance(usage.get("completion_tokens"), int):

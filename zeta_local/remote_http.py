@@ -114,7 +114,9 @@ def read_json(response: httpx.Response, name: str, what: str) -> Any:
 def sse_events(response: httpx.Response, name: str, what: str) -> Iterator[dict[str, Any]]:
     """The JSON objects of a Server-Sent Events stream, until `data: [DONE]` (or its end).
     Comments (keep-alives) and other fields are skipped: they are not text, so they never hide
-    a stall from the watchdog. An `error` event raises with the engine's message."""
+    a stall from the watchdog. An `error` event raises with the engine's message, and so does a
+    stream that ends with neither `[DONE]` nor a finish_reason: the answer was cut off."""
+    finished = False
     for line in response.iter_lines():
         if not line.startswith("data:"):
             continue
@@ -131,7 +133,13 @@ def sse_events(response: httpx.Response, name: str, what: str) -> Iterator[dict[
                                   f"{payload[:_SNIPPET]!r}")
         if event.get("error") is not None:
             raise GenerationError(f"{name}: {what} failed mid-answer: {_message_of(event)}")
+        choices = event.get("choices")
+        finished = finished or isinstance(choices, list) and any(
+            isinstance(c, dict) and c.get("finish_reason") for c in choices)
         yield event
+    if not finished:
+        raise GenerationError(f"{name}: {what} ended its event stream before the answer ended "
+                              f"(no finish_reason, no [DONE])")
 
 
 def retry_after_s(value: str | None) -> float | None:
