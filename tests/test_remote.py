@@ -191,9 +191,8 @@ def test_an_engine_that_never_answers_times_out_and_its_connection_is_closed(rem
     zeta = remote_router(first_token_timeout_s=1.0)  # its own budget: the local one may be slow here
     started = time.monotonic()
     result = zeta.generate("Tell me a story", task="chat")
-    elapsed = time.monotonic() - started
     assert _outcomes(result) == [("far", "timeout_first_token"), ("near", "ok")]
-    assert elapsed < 1.0 + MARGIN_S
+    assert result.attempts[0].seconds < 1.0 + MARGIN_S  # the trip, not the fallback's own time
     deadline = time.monotonic() + MARGIN_S  # the engine sees the client hang up at once
     while not engine.client_closed and time.monotonic() < deadline:
         time.sleep(0.02)
