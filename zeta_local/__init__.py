@@ -11,9 +11,9 @@ import logging
 
 from zeta_local.cancel import CancelToken
 from zeta_local.config import Config, ModelSpec, RouterSettings, load_config
-from zeta_local.errors import (Cancelled, ConfigError, ContextOverflow, FallbackExhausted,
-                               GenerationError, InvalidModelFile, InvalidRequest, ModelFileMissing,
-                               ModelLoadError, OutOfMemory, UnknownModel, ZetaError)
+from zeta_local.errors import (Cancelled, ConfigError, ContextOverflow, EngineBusy, EngineUnreachable,
+                               FallbackExhausted, GenerationError, InvalidModelFile, InvalidRequest,
+                               ModelFileMissing, ModelLoadError, OutOfMemory, UnknownModel, ZetaError)
 from zeta_local.results import (Attempt, Done, EmbeddingResult, Fallback, GenerationResult,
                                 ModelStatus, RouteDecision, Stream, StreamEvent, TextChunk,
                                 Usage)
@@ -34,6 +34,8 @@ __all__ = [
     "ConfigError",
     "ContextOverflow",
     "Done",
+    "EngineBusy",
+    "EngineUnreachable",
     "EmbeddingResult",
     "Fallback",
     "FallbackExhausted",

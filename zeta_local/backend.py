@@ -44,6 +44,7 @@ class GenerationEnd:
     finish_reason: str  # "stop" or "length"
     prompt_tokens: int
     completion_tokens: int
+    usage_estimated: bool = False  # a remote engine gave no usage: the counts are estimates
 
 
 class LoadedModel(Protocol):

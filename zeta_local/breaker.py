@@ -14,6 +14,7 @@ class _Circuit:
     failures: list[float] = field(default_factory=list)
     open_until: float = 0.0
     trial_running: bool = False
+    held_for: str = ""  # why it is skipped, when the model itself asked (Retry-After)
 
 
 class CircuitBreaker:
@@ -29,6 +30,8 @@ class CircuitBreaker:
             c = self._circuits.get(model)
             if c is None or not c.open_until:
                 return None
+            if now < c.open_until and c.held_for:
+                return f"{c.held_for}; skipped for another {c.open_until - now:.1f} s"
             if now < c.open_until:
                 return (f"{len(c.failures)} failures within {self.fail_window_s:g} s; skipped for "
                         f"another {c.open_until - now:.1f} s (cooldown_s)")
@@ -52,7 +55,16 @@ class CircuitBreaker:
                 return
             c.failures = [t for t in c.failures if now - t < self.fail_window_s] + [now]
             if c.trial_running or len(c.failures) >= self.allowed_fails:
-                c.open_until, c.trial_running = now + self.cooldown_s, False
+                c.open_until, c.trial_running, c.held_for = now + self.cooldown_s, False, ""
+
+    def hold(self, model: str, seconds: float, why: str) -> None:
+        """Skip the model for `seconds` because it asked (a remote engine's Retry-After), without
+        counting a failure: after that, one request tries it again, as after a cooldown."""
+        now = time.monotonic()
+        with self._lock:
+            c = self._circuits.setdefault(model, _Circuit())
+            c.open_until = max(c.open_until, now + seconds)
+            c.trial_running, c.held_for = False, why
 
     def release_trial(self, model: str) -> None:
         """A trial that ended without a verdict (cancelled, skipped) lets another one through."""

@@ -18,14 +18,14 @@ from zeta_local.backend import GenerationEnd
 from zeta_local.breaker import CircuitBreaker
 from zeta_local.cancel import CancelToken
 from zeta_local.config import Config
-from zeta_local.errors import (Cancelled, ContextOverflow, FallbackExhausted, InvalidModelFile,
-                               ModelFileMissing, ModelLoadError, OutOfMemory, ZetaError)
+from zeta_local.errors import (Cancelled, ContextOverflow, EngineBusy, EngineUnreachable, FallbackExhausted,
+                               InvalidModelFile, ModelFileMissing, ModelLoadError, OutOfMemory, ZetaError)
 from zeta_local.metrics import AttemptRecord, MetricsStore
 from zeta_local.ordering import OrderingPolicy
 from zeta_local.pool import ModelPool
-from zeta_local.results import (BUSY_REROUTED, CANCELLED, CONTEXT_OVERFLOW, COOLING_DOWN, DEADLINE,
+from zeta_local.results import (BUSY, BUSY_REROUTED, CANCELLED, CONTEXT_OVERFLOW, COOLING_DOWN, DEADLINE,
                                 DOES_NOT_FIT, ERROR, HEALTH_OUTCOMES, INVALID_FILE, LOAD_FAILED, MISSING,
-                                OK, OUT_OF_MEMORY, QUARANTINED, QUEUE_FULL, TIMEOUT_FIRST_TOKEN, Attempt,
+                                OK, OUT_OF_MEMORY, QUARANTINED, QUEUE_FULL, TIMEOUT_FIRST_TOKEN, UNREACHABLE, Attempt,
                                 Done, EmbeddingResult, Fallback, GenerationResult, RouteDecision,
                                 StreamEvent, TextChunk, Usage)
 from zeta_local.sampling import SamplingOverrides
@@ -42,6 +42,8 @@ _OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
     (ContextOverflow, CONTEXT_OVERFLOW),
     (OutOfMemory, OUT_OF_MEMORY),
     (MemoryError, OUT_OF_MEMORY),
+    (EngineUnreachable, UNREACHABLE),
+    (EngineBusy, BUSY),
 )
 
 
@@ -110,7 +112,9 @@ class ChainWalker:
             tokens = (end.prompt_tokens, end.completion_tokens) if end else (job.prompt_tokens, len(produced))
             timing = (started, first_text_at, started + seconds)
             if end is not None:
-                attempt = Attempt(name, OK, f"{end.completion_tokens} tokens in {seconds:.2f} s", seconds)
+                estimated = " (estimated: the engine gave no usage)" if end.usage_estimated else ""
+                attempt = Attempt(name, OK, f"{end.completion_tokens} tokens{estimated} in {seconds:.2f} s",
+                                  seconds)
                 self._record(decision.task, attempt, bool(attempts), timing, tokens)
                 attempts.append(attempt)
                 yield Done(GenerationResult(
@@ -247,6 +251,11 @@ class ChainWalker:
                     (_outcome(event[1]), _detail(event[1]))
                 if event[0] == "error" and outcome == ERROR:
                     log.debug("%s raised", name, exc_info=event[1])
+                if event[0] == "error" and isinstance(event[1], EngineBusy) and event[1].retry_after:
+                    # The engine said how long to leave it alone: skipped that long, no failure counted.
+                    self._breaker.hold(name, event[1].retry_after,
+                                       f"its engine answered busy and asked for {event[1].retry_after:g} s "
+                                       f"(Retry-After)")
                 # A wait in the queue behind other requests says nothing about the model's health.
                 verdict = outcome if not (outcome == TIMEOUT_FIRST_TOKEN and job.tripped_in == QUEUED) else None
                 yield ("failed", outcome, detail)

@@ -421,7 +421,9 @@ def _plan(args: argparse.Namespace) -> int:
                 rows.append((r["name"], purpose, str(e["n_ctx"]), flash, *weights, *(mib(e[part]) for part in (
                     "kv_cache", "output", "compute", "margin", "total")),
                              mib(e["vram"]) if e["vram"] else "-", "yes" if r["fits"] else "no"))
-        if r["generate"] is None and r["embed"] is None:
+        if r.get("remote"):
+            rows.append((r["name"], "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", r["remote"]))
+        elif r["generate"] is None and r["embed"] is None:
             rows.append((r["name"], "-", "-", flash, "-", "-", "-", "-", "-", "-", "-", "-",
                          f"file {r['file']}"))
     _print_table(("NAME", "CONTEXT", "N_CTX", "FLASH_ATTN", "WEIGHTS CPU", "WEIGHTS GPU", "KV", "OUTPUT",
@@ -440,7 +442,7 @@ def _models(args: argparse.Namespace) -> int:
     print(f"config: {config.path}")
     _print_table(("NAME", "FILE", "SIZE", "QUANT", "CTX", "CAPABILITIES", "ROUTES", "SOURCE"), [(
         r["name"], r["file"], _size(r["size_bytes"]), r["quantization"] or "-",
-        str(r["n_ctx"]), ",".join(r["capabilities"]), ",".join(r["routes"]) or "-", r["source"],
+        str(r["n_ctx"] or "-"), ",".join(r["capabilities"]), ",".join(r["routes"]) or "-", r["source"],
     ) for r in rows])
     for r in rows:
         if r["problem"]:

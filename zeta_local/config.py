@@ -70,10 +70,24 @@ class ModelSpec:
     # "auto" (on when some layers are on a GPU), True or False; a table without the key takes
     # [router] flash_attn.
     flash_attn: bool | str = "auto"
+    # A remote engine instead of a local file (remote.py): its OpenAI-compatible base URL, the
+    # model name it serves, and the NAME of the environment variable holding its key (the key
+    # itself is never in models.toml, nor in any spec, log or error).
+    endpoint: str | None = None
+    remote_model: str | None = None
+    api_key_env: str | None = None
+
+    @property
+    def remote(self) -> bool:
+        """Whether an OpenAI-compatible engine elsewhere runs it (no local file, no local memory)."""
+        return self.endpoint is not None
 
     @property
     def source(self) -> str:
-        """Where the file comes from, for people: 'path:...', 'hf:repo/file' or 'package:...'."""
+        """Where the file comes from, for people: 'path:...', 'hf:repo/file', 'package:...' or
+        'remote:URL'."""
+        if self.endpoint is not None:
+            return f"remote:{self.endpoint}"
         if self.path is not None:
             return f"path:{self.path}"
         if self.hf_repo is not None:
@@ -251,8 +265,13 @@ def _positive(value: float) -> str | None:
 MODEL_BUDGET_KEYS = ("load_timeout_s", "first_token_timeout_s", "stall_timeout_s")
 _MODEL_KEYS = ("path", "hf_repo", "hf_file", "hf_revision", "package", "sha256", "description",
                "n_ctx", "n_batch", "n_gpu_layers", "chat_format", "capabilities", "pinned",
-               "keep_alive_s", "allow_partial_offload", "flash_attn") + MODEL_BUDGET_KEYS + \
-    MODEL_SAMPLING_KEYS
+               "keep_alive_s", "allow_partial_offload", "flash_attn", "endpoint", "remote_model",
+               "api_key_env") + MODEL_BUDGET_KEYS + MODEL_SAMPLING_KEYS
+# Keys that only mean something for a GGUF run in this process: an error on a remote model,
+# whose engine decides them itself (its own context, batch, offload, template and memory).
+LOCAL_ONLY_KEYS = ("sha256", "hf_revision", "n_ctx", "n_batch", "n_gpu_layers", "chat_format",
+                   "flash_attn", "allow_partial_offload", "pinned", "keep_alive_s")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ROUTER_SECONDS = ("load_timeout_s", "first_token_timeout_s", "first_token_s_per_1k_tokens",
                    "stall_timeout_s", "deadline_s", "cancel_grace_s", "fail_window_s", "cooldown_s")
 _ROUTER_SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed")
@@ -365,6 +384,26 @@ def _parse_model(file: Path, name: str, data: Any, router: RouterSettings) -> Mo
     t = _Table(file, f"models.{name}", data)
     if not _NAME.match(name):
         t.fail(None, "model names may use letters, digits, '.', '_' and '-' only")
+    endpoint = t.take("endpoint", str, None)
+    problem = _endpoint_problem(endpoint) if endpoint is not None else None
+    if problem:  # the URL is not echoed: it may carry credentials
+        t.fail("endpoint", problem)
+    if endpoint is not None:
+        for key in LOCAL_ONLY_KEYS:
+            if key in t.data:
+                t.fail(key, "only means something for a local GGUF; a remote model (`endpoint`) "
+                            "is run by its engine, which decides it itself: remove the key")
+    remote_model = t.take("remote_model", str, None, lambda v: None if v.strip() else "must not be empty")
+    api_key_env = t.take("api_key_env", str, None,
+                         lambda v: None if _ENV_NAME.match(v) else
+                         "must be the NAME of an environment variable (letters, digits, '_'), "
+                         "not the key itself")
+    if endpoint is None and (remote_model is not None or api_key_env is not None):
+        t.fail("remote_model" if remote_model is not None else "api_key_env",
+               "only means something for a remote model; add `endpoint` or remove the key")
+    if endpoint is not None and remote_model is None:
+        t.fail("remote_model", "missing; a remote model needs the model name its engine serves "
+                               "(as its /v1/models lists it)")
     path = t.take("path", str)
     hf_repo, hf_file = t.take("hf_repo", str), t.take("hf_file", str)
     package = t.take("package", str)
@@ -399,15 +438,39 @@ def _parse_model(file: Path, name: str, data: Any, router: RouterSettings) -> Mo
         allow_partial_offload=t.take("allow_partial_offload", bool, False),
         **{key: _sampling(t, key, None) for key in MODEL_SAMPLING_KEYS},
         flash_attn=_flash_attn(t, router.flash_attn),
+        endpoint=endpoint.rstrip("/") if endpoint is not None else None,
+        remote_model=remote_model,
+        api_key_env=api_key_env,
     )
     t.done(_MODEL_KEYS)
-    sources = [s for s, v in (("path", path), ("hf_repo", hf_repo), ("package", package)) if v]
+    sources = [s for s, v in (("path", path), ("hf_repo", hf_repo), ("package", package),
+                              ("endpoint", endpoint)) if v]
     if len(sources) != 1:
-        t.fail(None, "needs exactly one source: `path`, `hf_repo` + `hf_file`, or `package`"
-               + (f" (found {', '.join(sources)})" if sources else ""))
+        t.fail(None, "needs exactly one source: `path`, `hf_repo` + `hf_file`, `package`, or "
+               "`endpoint` (a remote engine)" + (f" (found {', '.join(sources)})" if sources else ""))
     if (hf_repo is None) != (hf_file is None):
         t.fail("hf_file" if hf_file is None else "hf_repo", "`hf_repo` and `hf_file` go together")
     return spec
+
+
+def _endpoint_problem(url: str) -> str | None:
+    """An http(s) base URL with a host, such as http://host:8000/v1."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises on a port that is not a number
+    except ValueError as exc:
+        return f"is not a URL ({exc}); write it as http://HOST:PORT/v1"
+    if parts.username or parts.password:
+        return "must not carry credentials; put the key in an environment variable named by `api_key_env`"
+    if parts.scheme not in ("http", "https"):
+        return f"must be an http:// or https:// URL, such as http://host:8000/v1, got {parts.scheme or 'no'} scheme"
+    if not parts.hostname:
+        return "has no host; write it as http://HOST:PORT/v1"
+    if parts.query or parts.fragment:
+        return "must be a base URL without ?query or #fragment, such as http://host:8000/v1"
+    return None
 
 
 def _float_or_none(value: float | None) -> float | None:

@@ -66,6 +66,8 @@ def run_doctor(config: Config) -> tuple[str, bool]:
 def _check_model(spec: Any, ram_budget: int, vram_budget: int | None, gpu: bool) -> tuple[str, str]:
     from zeta_local.downloads import sha256_of
 
+    if spec.remote:  # checking the engine itself is not doctor's job yet
+        return "ok", f"remote: {spec.endpoint} ({spec.remote_model}); no local file or memory"
     try:
         path = find_model_file(spec)
         assert path is not None

@@ -55,6 +55,19 @@ class OutOfMemory(ZetaError, MemoryError):
     """A model could not allocate its weights, cache or buffers; it is released."""
 
 
+class EngineUnreachable(ZetaError, ConnectionError):
+    """A remote engine could not be connected to, or its connection broke mid-answer."""
+
+
+class EngineBusy(ZetaError, RuntimeError):
+    """A remote engine refused the request for now (HTTP 429 or 503); `retry_after` is how many
+    seconds it asked to be left alone (its Retry-After header), None when it did not say."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Cancelled(ZetaError, RuntimeError):
     """The caller cancelled the request; carries the attempts made until then."""
 

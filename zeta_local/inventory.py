@@ -22,6 +22,11 @@ def describe_models(config: Config) -> list[dict[str, Any]]:
             "capabilities": sorted(spec.capabilities), "routes": config.routes_using(name),
             "description": spec.description, "problem": None,
         }
+        if spec.remote:  # no file: its engine holds it (the key is never shown, only its variable's name)
+            row |= {"file": "remote", "n_ctx": None, "endpoint": spec.endpoint,
+                    "remote_model": spec.remote_model, "api_key_env": spec.api_key_env}
+            rows.append(row)
+            continue
         try:
             path = find_model_file(spec, materialize=False)
             if path is None:
@@ -57,9 +62,11 @@ def plan_models(config: Config) -> dict[str, Any]:
     for row in describe_models(config):
         spec = config.models[row["name"]]
         plan: dict[str, Any] = {"name": row["name"], "file": row["file"], "problem": row["problem"],
-                                "flash_attn": flash_attn_on(spec, gpu=gpu),
+                                "flash_attn": not spec.remote and flash_attn_on(spec, gpu=gpu),
                                 "generate": None, "embed": None, "fits": None}
-        if row["path"] is not None and row["file"] == "present":
+        if spec.remote:
+            plan |= {"remote": "remote: no local memory", "fits": True}
+        elif row["path"] is not None and row["file"] == "present":
             info = read_gguf_info(row["path"])
             ram = vram = 0
             for purpose in ("generate", "embed"):

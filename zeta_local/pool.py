@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from zeta_local.admission import Admission, MemoryLedger, footprint, gpu_offload_supported, memory_budgets
 from zeta_local.backend import Backend, LoadedModel
@@ -20,6 +20,7 @@ from zeta_local.errors import InvalidModelFile, InvalidRequest, ModelFileMissing
 from zeta_local.gguf_info import read_gguf_info
 from zeta_local.memory import GPU_PROCESS_COST, MemoryEstimate, estimate_for, estimate_memory, flash_attn_on
 from zeta_local.results import OK, OUT_OF_MEMORY, ModelStatus
+from zeta_local.remote import connect
 from zeta_local.sources import find_model_file
 from zeta_local.watchdog import Watchdog
 from zeta_local.worker import ModelWorker
@@ -85,6 +86,8 @@ class ModelPool:
         if worker is not None:
             return worker
         spec = self.config.models[name]
+        if spec.remote:
+            return self._new_worker(key, self._remote_loader(name, embedding), None, None)
         path = find_model_file(spec)
         assert path is not None
         info = read_gguf_info(path)
@@ -100,16 +103,40 @@ class ModelPool:
                      path, time.monotonic() - started)
             return model
 
+        return self._new_worker(key, load, estimate, info)
+
+    def _new_worker(self, key: Key, load: Callable[[threading.Event], LoadedModel],
+                    estimate: MemoryEstimate | None, info: Any) -> ModelWorker:
+        name, embedding = key
+        spec = self.config.models[name]
         with self._lock:
             self.check_open()
             worker = self.workers.get(key)
             if worker is None:  # another thread may have created it meanwhile
-                self.estimates[key], self._headers[key] = estimate, info
+                if estimate is not None:  # a remote model has none: it takes no local memory
+                    self.estimates[key], self._headers[key] = estimate, info
                 worker = self.workers[key] = ModelWorker(
                     f"{name}{'-embed' if embedding else ''}", load, self.config.router.queue_size,
                     keep_alive_s=None if spec.pinned else spec.keep_alive_s,
                     on_release=lambda: self.ledger.release(key))
             return worker
+
+    def _remote_loader(self, name: str, embedding: bool) -> Callable[[threading.Event], LoadedModel]:
+        """A remote model's "load": a client and one GET /models (remote.connect), under the
+        watchdog's load budget like any load. Its connect timeout is at most its first-token
+        budget, its read timeout the request deadline: backstops, the watchdog trips first."""
+        spec, settings = self.config.models[name], self.config.router
+
+        def load(cancel: threading.Event) -> LoadedModel:
+            started = time.monotonic()
+            model = connect(spec, cancel,
+                            connect_timeout_s=spec.first_token_timeout_s or settings.first_token_timeout_s,
+                            read_timeout_s=settings.deadline_s)
+            log.info("%s%s: %s answers (%.2f s)", name, " (embedding)" if embedding else "",
+                     spec.endpoint, time.monotonic() - started)
+            return model
+
+        return load
 
     def watchdog(self) -> Watchdog:
         with self._lock:
@@ -157,6 +184,8 @@ class ModelPool:
         recently used first, but not when a model later in the chain is loaded already: that
         one answers sooner than an eviction and a cold load would."""
         key = (name, embedding)
+        if self.config.models[name].remote:
+            return None  # its engine's memory is not this machine's: admitted at no cost
         with self._admission_lock:
             # Loaded, loading or queued models hold a reservation already. (An evicted model
             # whose unload is still queued does not, and is admitted again like any other.)
@@ -201,6 +230,8 @@ class ModelPool:
     def fits_without_eviction(self, name: str, embedding: bool) -> bool:
         """Whether the model would be admitted now as things are; False when it was never seen
         (its file may not even be here)."""
+        if self.config.models[name].remote:
+            return True  # it takes no local memory
         estimate = self.estimates.get((name, embedding))
         if estimate is None:
             return False
@@ -209,6 +240,8 @@ class ModelPool:
 
     def learn(self, name: str, embedding: bool, outcome: str) -> None:
         """What an attempt's outcome tells the ledger."""
+        if self.config.models[name].remote:
+            return  # the ledger holds no remote model
         if outcome == OUT_OF_MEMORY:  # the estimate was too low: never trust it again as is
             self.ledger.correct_upward((name, embedding))
         elif outcome == OK:
@@ -234,7 +267,9 @@ class ModelPool:
                 detail = f"skipped for another {cooling - time.monotonic():.1f} s"
             else:
                 state = next((s for s in ("loading", "busy", "ready") if s in states), "unloaded")
-                if state == "unloaded":
+                if spec.remote:
+                    detail = f"remote: {spec.endpoint} ({spec.remote_model}); no local memory"
+                elif state == "unloaded":
                     try:
                         path = find_model_file(spec, materialize=False)
                         if path is not None:
@@ -245,6 +280,7 @@ class ModelPool:
             rows.append(ModelStatus(name, state, detail, sum(w.queue_length() for w in mine),
                                     sum(w.served for w in mine), sum(w.failed for w in mine),
                                     sum(footprint({k: h for k, h in held.items() if k[0] == name})),
+                                    not spec.remote and
                                     flash_attn_on(replace(spec, n_gpu_layers=layers), gpu=self._gpu)))
         return rows
 

@@ -25,9 +25,12 @@ QUARANTINED = "quarantined"  # its worker did not come back from a cancel
 CANCELLED = "cancelled"  # the caller cancelled the request
 DOES_NOT_FIT = "does_not_fit"  # its predicted memory does not fit the budgets (numbers in detail)
 BUSY_REROUTED = "busy_rerouted"  # its expected wait passed max_queue_wait_s; an idle model answered
+UNREACHABLE = "unreachable"  # a remote engine could not be connected to, or the connection broke
+BUSY = "busy"  # a remote engine answered 429 or 503; skipped for its Retry-After, if it gave one
 # Outcomes that say something about the model's health: the circuit breaker counts them, and the
 # adaptive order scores a model by them. The others are about the request or the moment.
-HEALTH_OUTCOMES = frozenset({OK, LOAD_FAILED, ERROR, OUT_OF_MEMORY, TIMEOUT_LOAD, TIMEOUT_FIRST_TOKEN, STALLED})
+HEALTH_OUTCOMES = frozenset({OK, LOAD_FAILED, ERROR, OUT_OF_MEMORY, TIMEOUT_LOAD, TIMEOUT_FIRST_TOKEN, STALLED,
+                             UNREACHABLE})
 
 
 @dataclass(frozen=True)

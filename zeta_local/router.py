@@ -62,6 +62,10 @@ class ZetaDynamicRouter:
             if unknown:
                 raise InvalidRequest(f"{FAULTS_ENV} names unknown model(s) {', '.join(unknown)}; "
                                      f"declared: {', '.join(config.models)}")
+            remote = sorted(m for m in parsed if config.models[m].remote)
+            if remote:
+                raise InvalidRequest(f"{FAULTS_ENV} names remote model(s) {', '.join(remote)}; faults are "
+                                     f"injected into local models only (a misbehaving engine is a server)")
             log.warning("injecting faults: %s", "; ".join(f"{m}={f}" for m, f in parsed.items()))
             backend = FaultInjectingBackend(backend, parsed, seed=os.environ.get(FAULT_SEED_ENV))
         settings = config.router
@@ -110,7 +114,8 @@ class ZetaDynamicRouter:
         is already loaded (none is loaded for it); None when off, or no such model is loaded."""
         if self._semantic is None:
             return None
-        name = next((n for n in self.config.routes["embed"] if self._pool.loaded_and_healthy(n, True)), None)
+        name = next((n for n in self.config.routes["embed"] if not self.config.models[n].remote
+                     and self._pool.loaded_and_healthy(n, True)), None)  # its index is keyed by the file
         if name is None:
             return None
 

@@ -37,7 +37,7 @@ from zeta_local.openai_api import (AUTO, EMBED_TASK, GENERATION_TASKS, ChatReque
                                    EmbeddingRequest, RequestError, attempts_header, chunk_json,
                                    completion_json, embeddings_json, fallback_json, model_json,
                                    new_id, now, usage_chunk_json, validation_error, zeta_json)
-from zeta_local.results import (CONTEXT_OVERFLOW, COOLING_DOWN, DOES_NOT_FIT, INVALID_FILE, MISSING,
+from zeta_local.results import (BUSY, CONTEXT_OVERFLOW, COOLING_DOWN, DOES_NOT_FIT, INVALID_FILE, MISSING,
                                 QUARANTINED, QUEUE_FULL, Done, Fallback, GenerationResult,
                                 TextChunk)
 from zeta_local.router import ZetaDynamicRouter
@@ -48,8 +48,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MAX_REQUEST_BYTES = 8 * 2**20  # far above any prompt that fits a local model's context
 RETRY_AFTER_S = 1  # a full queue drains in about one answer's time
 # Outcomes that mean a model was not available at all; a request whose every attempt is one of
-# these, with at least one full queue, is told to come back (429) rather than that it failed.
-_UNAVAILABLE = {QUEUE_FULL, MISSING, INVALID_FILE, DOES_NOT_FIT, COOLING_DOWN, QUARANTINED}
+# these, with at least one full queue (or busy remote engine), is told to come back (429) rather
+# than that it failed.
+_UNAVAILABLE = {QUEUE_FULL, BUSY, MISSING, INVALID_FILE, DOES_NOT_FIT, COOLING_DOWN, QUARANTINED}
 
 
 def create_app(router: ZetaDynamicRouter, *, api_key: str | None = None,
@@ -358,7 +359,7 @@ def _as_request_error(exc: BaseException) -> RequestError:
         return RequestError(400, str(exc))
     if isinstance(exc, FallbackExhausted):
         outcomes = {a.outcome for a in exc.attempts}
-        if QUEUE_FULL in outcomes and outcomes <= _UNAVAILABLE:
+        if outcomes & {QUEUE_FULL, BUSY} and outcomes <= _UNAVAILABLE:
             return RequestError(429, f"every model that could answer is busy: {exc}",
                                 type="rate_limit_error", code="queue_full", attempts=tuple(exc.attempts),
                                 headers={"Retry-After": str(RETRY_AFTER_S)})

@@ -185,14 +185,20 @@ class ModelWorker:
             self._start(job, sum(len(t) for t in job.texts))
             job.events.put(("vectors", model.embed(job.texts)))
             return
-        if job.messages is not None:
-            rendered = model.render_chat(job.messages)
-            prompt, params = rendered.text + job.prefix, job.params.with_stop(rendered.stop)
+        assert job.params is not None
+        generate_chat = getattr(model, "generate_chat", None)  # a remote engine takes the messages
+        if job.messages is not None and generate_chat is not None:
+            self._start(job, sum(len(m["content"]) for m in job.messages) + len(job.prefix))
+            pieces = generate_chat(job.messages, job.prefix, job.params)
         else:
-            prompt, params = (job.prompt or "") + job.prefix, job.params
-        assert params is not None
-        self._start(job, len(prompt))
-        for piece in model.generate(prompt, params):
+            if job.messages is not None:
+                rendered = model.render_chat(job.messages)
+                prompt, params = rendered.text + job.prefix, job.params.with_stop(rendered.stop)
+            else:
+                prompt, params = (job.prompt or "") + job.prefix, job.params
+            self._start(job, len(prompt))
+            pieces = model.generate(prompt, params)
+        for piece in pieces:
             if isinstance(piece, GenerationEnd):
                 job.events.put(("end", piece))
             else:
