@@ -65,6 +65,12 @@ class FakeEngine:
                 self._json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
             def do_POST(self) -> None:
+                try:
+                    self._answer()
+                except (BrokenPipeError, ConnectionResetError):  # the client hung up mid-answer
+                    engine.client_closed.append(time.monotonic())
+
+            def _answer(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
                 engine.requests.append({"path": self.path, "body": body,
                                         "auth": self.headers.get("authorization")})
