@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from conftest import run_cli
 from zeta_local import ZetaDynamicRouter
 from zeta_local.cancel import CancelToken
 from zeta_local.config import load_config
