@@ -25,7 +25,7 @@ from zeta_local import ZetaDynamicRouter
 from zeta_local.cancel import CancelToken
 from zeta_local.config import load_config
 from zeta_local.errors import Cancelled, ConfigError, FallbackExhausted
-from zeta_local.results import Done, Fallback, TextChunk
+from zeta_local.results import Fallback, TextChunk
 
 MARGIN_S = 5.0  # generous: the machine may be busy; behaviour is asserted, not speed
 SECRET = "sk-SECRET-123"
