@@ -294,6 +294,7 @@ def test_chat_goes_as_messages_and_sampling_is_passed_on(remote_router, engine):
     assert body["stream_options"] == {"include_usage": True}
     assert (body["temperature"], body["top_p"], body["top_k"], body["seed"], body["stop"], body["max_tokens"]) \
         == (0.5, 0.9, 7, 3, ["\n\n"], 9)
+    assert body["repeat_penalty"] == 1.0  # sent even at 1.0: llama-cpp-python's server defaults to 1.1
     zeta.generate("Complete this", task="chat")
     assert engine.requests[1]["path"] == "/v1/completions"
     assert engine.requests[1]["body"]["prompt"] == "Complete this"

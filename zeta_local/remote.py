@@ -178,9 +178,11 @@ class RemoteModel:
     def _sampling(self, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True},
                                 "max_tokens": params.max_tokens, "temperature": params.temperature,
-                                "top_p": params.top_p, "top_k": params.top_k}
-        if params.repeat_penalty != 1.0:  # llama.cpp's name; only sent when it does something
-            body["repeat_penalty"] = params.repeat_penalty
+                                "top_p": params.top_p, "top_k": params.top_k,
+                                # llama.cpp's name. Always sent, 1.0 too: llama-cpp-python's
+                                # server defaults to 1.1, which changes the text and costs every
+                                # token a pass over the vocabulary; vLLM and Ollama ignore it.
+                                "repeat_penalty": params.repeat_penalty}
         if params.seed is not None:
             body["seed"] = params.seed
         if params.stop:
