@@ -116,10 +116,10 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", parents=[common],
                            help="measure overhead, failover, cancel, memory, concurrency, server, routing, "
-                                "adaptive, gpu, roofline")
+                                "adaptive, remote, gpu, roofline")
     bench.add_argument("--quick", action="store_true", help="fewer runs: under two minutes on 2 cores")
-    bench.add_argument("--skip", action="append", default=[], choices=("gpu", "server", "routing", "adaptive"),
-                       metavar="SECTION", help="leave out a section (gpu, server, routing or adaptive); repeatable")
+    bench.add_argument("--skip", action="append", default=[], choices=("gpu", "server", "routing", "adaptive", "remote"), metavar="SECTION",
+                       help="leave out a section (gpu, server, routing, adaptive or remote); repeatable")
     bench.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
     bench.add_argument("--markdown", type=Path, metavar="PATH", help="write them as markdown tables")
     bench.add_argument("--plots", type=Path, metavar="DIR", help="write PNG charts (needs the bench extra)")
