@@ -44,10 +44,13 @@ def measure_remote(model_path: Path, tiny: dict[str, Path], work: Path, *, quick
     if missing:
         return {"note": f"needs llama-cpp-python's server extra ({missing[0]} is not installed): "
                         f"pip install 'llama-cpp-python[server]'"}
-    if quick:
-        overhead = _overhead(tiny["a"], "generated tiny model", work, (6, 6), 16)
-    else:
-        overhead = _overhead(model_path, model_path.name, work, (12, 30), 64)
+    try:
+        if quick:
+            overhead = _overhead(tiny["a"], "generated tiny model", work, (6, 6), 16)
+        else:
+            overhead = _overhead(model_path, model_path.name, work, (12, 30), 64)
+    except RuntimeError as exc:  # the server did not start: say why, and measure the rest
+        overhead = {"note": str(exc)}
     return {"overhead": overhead, "failover": _failover(tiny, work, 5 if quick else 20)}
 
 
@@ -73,7 +76,7 @@ def _overhead(path: Path, label: str, work: Path, pairs: tuple[int, int], max_to
                                      faults="") as router:
         router.generate(PROMPT, model="m", max_tokens=4, **GREEDY)  # load: its arguments are recorded
         kwargs = backend.kwargs["m"]
-        with LlamaServer(path, kwargs) as server:
+        with LlamaServer(path, kwargs, work / "llama-server.log") as server:
             remote = {"endpoint": server.url, "remote_model": "m", "capabilities": ["generate"]}
             config = _write(work, "remote-far", {"m": local, "r": remote}, "m")
             with ZetaDynamicRouter.from_toml(config, faults="") as both:
@@ -102,7 +105,7 @@ def _overhead(path: Path, label: str, work: Path, pairs: tuple[int, int], max_to
             "ratio_spread": ratio_spread(ratios), "median_error": round(median_error(ratios), 4),
             "remote_tokens_per_s": spread([n / t for t in remote_s]),
             "local_tokens_per_s": spread([n / t for t in local_s]),
-            "remote_ms_added": spread([r - l for r, l in zip(remote_s, local_s)], 1000),
+            "remote_ms_added": spread([far - near for far, near in zip(remote_s, local_s)], 1000),
             "same_text": texts["m"] == texts["r"],
             "server": f"llama_cpp.server on 127.0.0.1, n_ctx {kwargs['n_ctx']}, n_batch {kwargs['n_batch']}, "
                       f"n_threads {kwargs['n_threads']}, flash_attn {kwargs['flash_attn']}",
@@ -113,7 +116,8 @@ class LlamaServer:
     """llama-cpp-python's own server on a free loopback port, started with the router's load
     arguments, up within SERVER_START_S; stopped (terminate, then kill) on exit."""
 
-    def __init__(self, path: Path, kwargs: dict[str, Any]):
+    def __init__(self, path: Path, kwargs: dict[str, Any], log_path: Path):
+        self._log_path = log_path  # a file, not a pipe: llama.cpp's load log would fill a pipe and block it
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -128,12 +132,14 @@ class LlamaServer:
     def __enter__(self) -> LlamaServer:
         import httpx
 
-        self._process = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with self._log_path.open("wb") as log:
+            self._process = subprocess.Popen(self._args, stdout=log, stderr=subprocess.STDOUT)
         give_up = time.monotonic() + SERVER_START_S
         while time.monotonic() < give_up:
             if self._process.poll() is not None:
-                error = self._process.stderr.read().decode("utf-8", "replace")[-500:] if self._process.stderr else ""
-                raise RuntimeError(f"llama_cpp.server exited at start ({self._process.returncode}): {error}")
+                tail = self._log_path.read_bytes()[-500:].decode("utf-8", "replace")
+                raise RuntimeError(f"llama_cpp.server exited at start ({self._process.returncode}); "
+                                   f"its log ends: {tail}")
             try:
                 if httpx.get(f"{self.url}/models", timeout=1, trust_env=False).status_code == 200:
                     return self
@@ -152,8 +158,6 @@ class LlamaServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
-        if process.stderr:
-            process.stderr.close()
 
 
 class StallingEngine:
@@ -244,16 +248,20 @@ def remote_markdown(r: dict[str, Any]) -> list[str]:
     if "note" in r:
         return [f"Remote engines: not measured: {r['note']}"]
     o, f = r["overhead"], r["failover"]
-    s = o["ratio_spread"]
-    lines = ["| remote engine (loopback) | value |", "|---|---|",
-             f"| tokens/s through a remote chain member ÷ the same model in process ({o['model']}, "
-             f"{o['tokens']:g} tokens, greedy; median of {s['pairs']} interleaved pairs; p25–p75, min–max) | "
-             f"{o['tokens_per_s_ratio']} ({s['p25']}–{s['p75']}, {s['min']}–{s['max']}) |",
-             f"| tokens/s remote / in process (p50) | {o['remote_tokens_per_s']['p50']} / "
-             f"{o['local_tokens_per_s']['p50']} |",
-             f"| time a request adds through the remote (ms, p50 / p95) | {o['remote_ms_added']['p50']} / "
-             f"{o['remote_ms_added']['p95']} |",
-             f"| same greedy text both ways | {'yes' if o['same_text'] else 'NO'} |"]
+    lines = ["| remote engine (loopback) | value |", "|---|---|"]
+    if "note" in o:
+        lines.append(f"| remote overhead | not measured: {o['note']} |")
+    else:
+        s = o["ratio_spread"]
+        lines += [
+            f"| tokens/s through a remote chain member ÷ the same model in process ({o['model']}, "
+            f"{o['tokens']:g} tokens, greedy; median of {s['pairs']} interleaved pairs; p25–p75, min–max) | "
+            f"{o['tokens_per_s_ratio']} ({s['p25']}–{s['p75']}, {s['min']}–{s['max']}) |",
+            f"| tokens/s remote / in process (p50) | {o['remote_tokens_per_s']['p50']} / "
+            f"{o['local_tokens_per_s']['p50']} |",
+            f"| time a request adds through the remote (ms, p50 / p95) | {o['remote_ms_added']['p50']} / "
+            f"{o['remote_ms_added']['p95']} |",
+            f"| same greedy text both ways | {'yes' if o['same_text'] else 'NO'} |"]
     if "note" in f:
         lines.append(f"| failover from a stalled remote | not measured: {f['note']} |")
     else:
