@@ -72,29 +72,31 @@ def _overhead(path: Path, label: str, work: Path, pairs: tuple[int, int], max_to
 
     local = {"path": str(path), "n_ctx": 2048, "capabilities": ["generate", "embed"]}
     backend = RecordingBackend()
+    # The router's own load arguments for the server; this router is closed before measuring,
+    # so that only one router's threads share the cores with the server.
     with ZetaDynamicRouter.from_toml(_write(work, "remote-local", {"m": local}, "m"), backend=backend,
                                      faults="") as router:
-        router.generate(PROMPT, model="m", max_tokens=4, **GREEDY)  # load: its arguments are recorded
-        kwargs = backend.kwargs["m"]
-        with LlamaServer(path, kwargs, work / "llama-server.log") as server:
-            remote = {"endpoint": server.url, "remote_model": "m", "capabilities": ["generate"]}
-            config = _write(work, "remote-far", {"m": local, "r": remote}, "m")
-            with ZetaDynamicRouter.from_toml(config, faults="") as both:
-                texts: dict[str, str] = {}
-                tokens: list[int] = []
+        router.generate(PROMPT, model="m", max_tokens=4, **GREEDY)
+    kwargs = backend.kwargs["m"]
+    with LlamaServer(path, kwargs, work / "llama-server.log") as server:
+        remote = {"endpoint": server.url, "remote_model": "m", "capabilities": ["generate"]}
+        config = _write(work, "remote-far", {"m": local, "r": remote}, "m")
+        with ZetaDynamicRouter.from_toml(config, faults="") as both:
+            texts: dict[str, str] = {}
+            tokens: list[int] = []
 
-                def seconds(model: str) -> float:
-                    started = time.perf_counter()
-                    result = both.generate(PROMPT, model=model, max_tokens=max_tokens, **GREEDY)
-                    elapsed = time.perf_counter() - started
-                    texts[model] = result.text.replace("\ufffd", "")
-                    if model == "m":
-                        tokens.append(result.usage.completion_tokens)
-                    return elapsed
+            def seconds(model: str) -> float:
+                started = time.perf_counter()
+                result = both.generate(PROMPT, model=model, max_tokens=max_tokens, **GREEDY)
+                elapsed = time.perf_counter() - started
+                texts[model] = result.text.replace("\ufffd", "")
+                if model == "m":
+                    tokens.append(result.usage.completion_tokens)
+                return elapsed
 
-                seconds("m"), seconds("r")  # load and warm up both
-                local_s, remote_s, ratios = interleaved(lambda: seconds("m"), lambda: seconds("r"), *pairs,
-                                                        budget_s=120)
+            seconds("m"), seconds("r")  # load and warm up both
+            local_s, remote_s, ratios = interleaved(lambda: seconds("m"), lambda: seconds("r"), *pairs,
+                                                    budget_s=120)
     # Greedy on the same weights: both decode the same tokens (checked by their text), so the
     # ratio of times is the ratio of tokens/s, counted with llama.cpp's own count in process.
     # (llama-cpp-python's server sends no usage in a stream, and drops pieces that are not
