@@ -36,7 +36,7 @@ def test_quick_bench_on_the_tiny_models(tmp_path: Path, write_config: Callable[.
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     for key in ("machine", "overhead", "failover", "cancel", "memory", "concurrency", "server", "routing",
-                "adaptive", "gpu", "roofline"):
+                "adaptive", "remote", "gpu", "roofline"):
         assert key in data, key
     routing = data["routing"]
     assert routing["classifier"]["prompts"] >= 300 and 0 < routing["classifier"]["accuracy"] <= 1
@@ -73,7 +73,14 @@ def test_quick_bench_on_the_tiny_models(tmp_path: Path, write_config: Callable[.
         assert data["server"]["tokens_per_s_ratio"] > 0 and "latency_ms_added_p50" in data["server"]
     else:
         assert "needs the serve extra" in data["server"]["note"]
-    assert "[1/11] machine" in proc.stderr
+    if importlib.util.find_spec("sse_starlette"):  # llama-cpp-python's server extra
+        remote = data["remote"]
+        assert remote["overhead"]["tokens_per_s_ratio"] > 0 and remote["overhead"]["same_text"] is True
+        assert remote["overhead"]["ratio_spread"]["pairs"] >= 6 and remote["failover"]["excess_ms"]["runs"] == 5
+        assert "stalled remote's last chunk" in md.read_text()
+    else:
+        assert "server extra" in data["remote"]["note"]
+    assert "[1/12] machine" in proc.stderr
     assert md.read_text().startswith("# zeta_local benchmark (quick)")
     if plotting:
         assert sorted(p.name for p in plots.iterdir()) == ["failover.png", "overhead.png"]

@@ -25,7 +25,7 @@ from zeta_local import ZetaDynamicRouter
 from zeta_local.cancel import CancelToken
 from zeta_local.config import load_config
 from zeta_local.errors import Cancelled, ConfigError, FallbackExhausted
-from zeta_local.results import Done, Fallback, TextChunk
+from zeta_local.results import Fallback, TextChunk
 
 MARGIN_S = 5.0  # generous: the machine may be busy; behaviour is asserted, not speed
 RETRY_AFTER_S = 6  # long enough for two tiny requests on a busy machine to fall within it
@@ -301,6 +301,7 @@ def test_chat_goes_as_messages_and_sampling_is_passed_on(remote_router, engine):
     assert body["stream_options"] == {"include_usage": True}
     assert (body["temperature"], body["top_p"], body["top_k"], body["seed"], body["stop"], body["max_tokens"]) \
         == (0.5, 0.9, 7, 3, ["\n\n"], 9)
+    assert body["repeat_penalty"] == 1.0  # sent even at 1.0: llama-cpp-python's server defaults to 1.1
     zeta.generate("Complete this", task="chat")
     assert engine.requests[1]["path"] == "/v1/completions"
     assert engine.requests[1]["body"]["prompt"] == "Complete this"
@@ -524,3 +525,58 @@ def test_zeta_local_serve_over_a_busy_engine_says_come_back(serve, engine):
                           json={"model": "far", "messages": [{"role": "user", "content": "Hi"}]})
     assert response.status_code == 429 and "Retry-After" in response.headers
     assert "busy" in response.json()["error"]["message"]
+
+
+# ---- doctor and models -------------------------------------------------------------------
+
+
+def _doctor_line(stdout: str, name: str) -> str:
+    return next(line for line in stdout.splitlines() if line.strip().startswith(f"{name} "))
+
+
+def test_doctor_checks_a_running_llama_cpp_server(llama_server, write_config, tiny_models):
+    url, _ = llama_server()
+    listed = str(tiny_models["tiny-a"])  # llama-cpp-python's server lists its model by path
+    config = write_config({"far": _remote(url, remote_model=listed, capabilities=["generate"]),
+                           "other": _remote(url, remote_model="not-there", capabilities=["generate"]),
+                           "near": {"model": "tiny-b"}}, default_chain=["far", "near"],
+                          routes={"embed": ["near"]})
+    done = run_cli("doctor", "--config", str(config), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = _doctor_line(done.stdout, "far")
+    assert " ok " in line and f"{url} lists" in line and "round trip" in line and " ms" in line
+    other = _doctor_line(done.stdout, "other")
+    assert " not_listed " in other and "'not-there'" in other and listed in other
+
+
+def test_doctor_reports_a_dead_remote_and_fails_only_when_nothing_else_can_serve(write_config):
+    dead = f"http://127.0.0.1:{_free_port()}/v1"  # closed again: nothing listens there
+    config = write_config({"far": _remote(dead), "near": {"model": "tiny-a"}}, default_chain=["far", "near"])
+    started = time.monotonic()
+    done = run_cli("doctor", "--config", str(config), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr  # near serves every task
+    line = _doctor_line(done.stdout, "far")
+    assert " unreachable " in line and "cannot connect" in line and dead in line
+    assert "chat    far, near*  -> answered by near" in done.stdout
+    alone = write_config({"far": _remote(dead), "near": {"model": "tiny-a"}}, default_chain=["far", "near"],
+                         routes={"code": ["far"]}, name="alone.toml")
+    done = run_cli("doctor", "--config", str(alone), timeout=120)
+    assert done.returncode == 1 and "code    far  -> NO MODEL CAN SERVE IT" in done.stdout
+    assert time.monotonic() - started < 60  # bounded: a refused connection is not waited out
+
+
+def test_models_and_doctor_show_the_endpoint_and_the_key_name_never_the_key(write_config, engine):
+    config = write_config({"far": _remote(engine.url, api_key_env="ZETA_TEST_REMOTE_KEY"),
+                           "near": {"model": "tiny-a"}})
+    env = {"ZETA_TEST_REMOTE_KEY": SECRET}
+    models = run_cli("models", "--config", str(config), env=env, timeout=120)
+    assert models.returncode == 0, models.stderr
+    assert f"remote {engine.url} (model fake, key $ZETA_TEST_REMOTE_KEY)" in models.stdout
+    doctor = run_cli("doctor", "--config", str(config), env=env, timeout=120)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    line = _doctor_line(doctor.stdout, "far")
+    assert " ok " in line and "key from $ZETA_TEST_REMOTE_KEY" in line
+    assert engine.requests == []  # GET only: doctor generates nothing
+    unset = run_cli("doctor", "--config", str(config), timeout=120)
+    assert " no_key " in _doctor_line(unset.stdout, "far") and "ZETA_TEST_REMOTE_KEY" in unset.stdout
+    assert all(SECRET not in text for text in (models.stdout, models.stderr, doctor.stdout, doctor.stderr))

@@ -17,6 +17,9 @@ runs on are shared and noisy. Sections:
                  (bench_routing.py)
     adaptive     a flaky primary under static and adaptive order; load spreading to an idle
                  model; what the usage metrics cost a request (bench_adaptive.py)
+    remote       tokens/s through a remote chain member (llama-cpp-python's own server on
+                 loopback) / the same model in process; failover from a stalled remote to a
+                 local model (bench_remote.py)
     gpu          on a build that offloads: synthetic real-shape 7B/4B/14B models, VRAM predicted
                  vs measured, decode router vs raw, cancel, load/unload cycles, a real
                  out-of-memory (bench_gpu.py); elsewhere a note
@@ -48,6 +51,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from zeta_local.bench_adaptive import adaptive_markdown, measure_adaptive
+from zeta_local.bench_remote import measure_remote, remote_markdown
 from zeta_local.bench_routing import measure_routing
 from zeta_local.bench_baseline import (GREEDY, RecordingBackend, compare_decoding, interleaved,
                                        llama_settings, median_error, percentile, ratio_spread, spread)
@@ -67,7 +71,8 @@ STORY_PROMPT = "The history of the Roman Empire is a long story. It began"
 
 def run_bench(config_path: str | None, *, quick: bool, progress: Callable[[str], None],
               skip: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
-    """Every section in turn; those named in `skip` (gpu, server, routing, adaptive) are only a note."""
+    """Every section in turn; those named in `skip` (gpu, server, routing, adaptive, remote) are
+    only a note."""
     from zeta_local.config import load_config
     from zeta_local.errors import ZetaError
     from zeta_local.sources import find_model_file
@@ -96,6 +101,7 @@ def run_bench(config_path: str | None, *, quick: bool, progress: Callable[[str],
         ("server", lambda: _server(model_path, tiny, work, runs, 48 if quick else 128)),
         ("routing", lambda: measure_routing(model_path, work, quick=quick, progress=progress)),
         ("adaptive", lambda: measure_adaptive(tiny, work, quick=quick)),
+        ("remote", lambda: measure_remote(model_path, tiny, work, quick=quick)),
         ("gpu", lambda: _gpu(work, quick, progress)),
         ("roofline", None),  # uses overhead's decode speed
     ]
@@ -543,6 +549,7 @@ def to_markdown(r: dict[str, Any]) -> str:
 
     lines += ["", *_routing_markdown(r.get("routing") or {"note": "not run"})]
     lines += ["", *adaptive_markdown(r.get("adaptive") or {"note": "not run"})]
+    lines += ["", *remote_markdown(r.get("remote") or {"note": "not run"})]
     lines += ["", *gpu_markdown(r.get("gpu") or {"note": "not run"})]
     return "\n".join(lines) + "\n"
 

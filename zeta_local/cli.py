@@ -116,10 +116,10 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", parents=[common],
                            help="measure overhead, failover, cancel, memory, concurrency, server, routing, "
-                                "adaptive, gpu, roofline")
+                                "adaptive, remote, gpu, roofline")
     bench.add_argument("--quick", action="store_true", help="fewer runs: under two minutes on 2 cores")
-    bench.add_argument("--skip", action="append", default=[], choices=("gpu", "server", "routing", "adaptive"),
-                       metavar="SECTION", help="leave out a section (gpu, server, routing or adaptive); repeatable")
+    bench.add_argument("--skip", action="append", default=[], choices=("gpu", "server", "routing", "adaptive", "remote"), metavar="SECTION",
+                       help="leave out a section (gpu, server, routing, adaptive or remote); repeatable")
     bench.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
     bench.add_argument("--markdown", type=Path, metavar="PATH", help="write them as markdown tables")
     bench.add_argument("--plots", type=Path, metavar="DIR", help="write PNG charts (needs the bench extra)")
@@ -442,7 +442,7 @@ def _models(args: argparse.Namespace) -> int:
     print(f"config: {config.path}")
     _print_table(("NAME", "FILE", "SIZE", "QUANT", "CTX", "CAPABILITIES", "ROUTES", "SOURCE"), [(
         r["name"], r["file"], _size(r["size_bytes"]), r["quantization"] or "-",
-        str(r["n_ctx"] or "-"), ",".join(r["capabilities"]), ",".join(r["routes"]) or "-", r["source"],
+        str(r["n_ctx"] or "-"), ",".join(r["capabilities"]), ",".join(r["routes"]) or "-", _source(r),
     ) for r in rows])
     for r in rows:
         if r["problem"]:
@@ -451,6 +451,15 @@ def _models(args: argparse.Namespace) -> int:
 
 
 # ---- output helpers ----------------------------------------------------------------------
+
+
+def _source(row: dict[str, Any]) -> str:
+    """Where a model comes from; for a remote, its endpoint, the model it asks for and the NAME
+    of the variable holding its key (never the key)."""
+    if row["file"] != "remote":
+        return row["source"]
+    key = f", key ${row['api_key_env']}" if row["api_key_env"] else ""
+    return f"remote {row['endpoint']} (model {row['remote_model']}{key})"
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

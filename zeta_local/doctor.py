@@ -1,8 +1,11 @@
 """`zeta-local doctor`: what a person needs to see before filing a bug, in one report.
 
 The machine and the llama.cpp build, memory and budgets, every model's file (present, size,
-valid header, sha256 when models.toml gives one), and for every task the models that could
-serve it now. Healthy when every task has at least one.
+valid header, sha256 when models.toml gives one), every remote engine (reachable, whether it
+lists its model, the round trip), and for every task the models that could serve it now.
+Healthy when every task has at least one. A remote that is down, busy, refuses the key or has
+no key set cannot serve now: a task whose chain has nothing else is unhealthy (exit 1), one
+with a local model after it is not.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from zeta_local.errors import InvalidModelFile, ModelFileMissing
 from zeta_local.gguf_info import read_gguf_info
 from zeta_local.memory import GPU_PROCESS_COST, context_length, estimate_for, flash_attn_on
 from zeta_local.sources import find_model_file
+
+REMOTE_TIMEOUT_S = 5.0  # each step of a remote's check, at most (less if load_timeout_s is less)
 
 
 def run_doctor(config: Config) -> tuple[str, bool]:
@@ -47,6 +52,10 @@ def run_doctor(config: Config) -> tuple[str, bool]:
     ]
     usable: dict[str, bool] = {}
     for name, spec in config.models.items():
+        if spec.remote:
+            status, detail, usable[name] = _check_remote(spec, settings.load_timeout_s)
+            lines.append(f"  {name:14} {status:12} {detail}")
+            continue
         status, detail = _check_model(spec, ram_budget, vram_budget, gpu)
         usable[name] = status == "ok"
         lines.append(f"  {name:14} {status:12} {detail}")
@@ -63,11 +72,19 @@ def run_doctor(config: Config) -> tuple[str, bool]:
     return "\n".join(lines), healthy
 
 
+def _check_remote(spec: Any, load_timeout_s: float) -> tuple[str, str, bool]:
+    """(status, detail, whether it can serve now): one GET {endpoint}/models, bounded."""
+    from zeta_local.remote import probe
+
+    timeout_s = min(REMOTE_TIMEOUT_S, spec.load_timeout_s or load_timeout_s)
+    found = probe(spec, timeout_s)
+    key = f"; key from ${spec.api_key_env}" if spec.api_key_env and found.status != "no_key" else ""
+    return found.status, f"remote {spec.remote_model!r}: {found.detail}{key}", found.can_serve
+
+
 def _check_model(spec: Any, ram_budget: int, vram_budget: int | None, gpu: bool) -> tuple[str, str]:
     from zeta_local.downloads import sha256_of
 
-    if spec.remote:  # checking the engine itself is not doctor's job yet
-        return "ok", f"remote: {spec.endpoint} ({spec.remote_model}); no local file or memory"
     try:
         path = find_model_file(spec)
         assert path is not None

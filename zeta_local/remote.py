@@ -22,6 +22,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import httpx
@@ -29,7 +31,7 @@ import numpy as np
 
 from zeta_local.backend import Aborted, GenerationEnd
 from zeta_local.config import ModelSpec
-from zeta_local.errors import EngineUnreachable, GenerationError, ModelLoadError
+from zeta_local.errors import EngineBusy, EngineUnreachable, GenerationError, ModelLoadError
 from zeta_local.prompt_format import RenderedPrompt
 from zeta_local.remote_http import CancelWatch, check_response, read_json, sse_events
 from zeta_local.sampling import SamplingParams
@@ -39,19 +41,25 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0  # at most; a shorter first-token budget makes it shorter
 
 
+def _key_headers(spec: ModelSpec) -> dict[str, str]:
+    """The Authorization header, the key read from the environment now; an unset variable is a
+    ModelLoadError naming it (never the key)."""
+    if spec.api_key_env is None:
+        return {}
+    key = os.environ.get(spec.api_key_env)
+    if not key:
+        raise ModelLoadError(f"{spec.name}: api_key_env names ${spec.api_key_env}, which is not set "
+                             f"(or empty); export {spec.api_key_env}=YOUR_KEY before starting, or "
+                             f"remove api_key_env from [models.{spec.name}] if the engine needs none")
+    return {"Authorization": f"Bearer {key}"}
+
+
 def connect(spec: ModelSpec, cancel: threading.Event | None, *, connect_timeout_s: float,
             read_timeout_s: float) -> RemoteModel:
     """"Load" a remote model: its client, checked with one GET /models. The key is read from
     the environment now (an unset variable is a load failure naming it), never stored
     elsewhere than in the client's headers."""
-    headers = {}
-    if spec.api_key_env is not None:
-        key = os.environ.get(spec.api_key_env)
-        if not key:
-            raise ModelLoadError(f"{spec.name}: api_key_env names ${spec.api_key_env}, which is not set "
-                                 f"(or empty); export {spec.api_key_env}=YOUR_KEY before starting, or "
-                                 f"remove api_key_env from [models.{spec.name}] if the engine needs none")
-        headers["Authorization"] = f"Bearer {key}"
+    headers = _key_headers(spec)
     timeout = httpx.Timeout(connect=min(CONNECT_TIMEOUT_S, connect_timeout_s), read=read_timeout_s,
                             write=read_timeout_s, pool=connect_timeout_s)
     # trust_env=False: no proxy or .netrc from the environment; the endpoint is reached directly.
@@ -66,6 +74,59 @@ def connect(spec: ModelSpec, cancel: threading.Event | None, *, connect_timeout_
         client.close()
         raise
     return model
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What `zeta-local doctor` learns of a remote engine with one GET {endpoint}/models."""
+    status: str  # ok, not_listed, unreachable, busy, error, no_key
+    detail: str
+    round_trip_s: float | None = None
+    listed: tuple[str, ...] = ()
+
+    @property
+    def can_serve(self) -> bool:
+        # not_listed still counts: some engines (llama-cpp-python's server) answer to any name,
+        # and the router tries it anyway, as connect() does.
+        return self.status in ("ok", "not_listed")
+
+
+def probe(spec: ModelSpec, timeout_s: float) -> Probe:
+    """Is the engine there now, does it list `remote_model`, and how long does the round trip
+    take? Every step (connect, send, each read) is bounded by `timeout_s`. Never raises for
+    the engine's sake; the detail never holds the key."""
+    assert spec.endpoint is not None
+    what = f"{spec.endpoint}/models"
+    try:
+        headers = _key_headers(spec)
+    except ModelLoadError as exc:
+        return Probe("no_key", str(exc).removeprefix(f"{spec.name}: "))
+    started = time.monotonic()
+    try:
+        with httpx.Client(headers=headers, timeout=timeout_s, trust_env=False) as client:
+            response = client.get(what)
+            check_response(response, spec.name, what, "json")
+            body = read_json(response, spec.name, what)
+    except httpx.TimeoutException as exc:
+        return Probe("unreachable", f"{what}: no answer within {timeout_s:g} s ({type(exc).__name__})")
+    except httpx.TransportError as exc:
+        return Probe("unreachable", f"cannot connect to {what}: {exc or type(exc).__name__}")
+    except EngineBusy as exc:
+        return Probe("busy", str(exc).removeprefix(f"{spec.name}: "), time.monotonic() - started)
+    except GenerationError as exc:
+        return Probe("error", str(exc).removeprefix(f"{spec.name}: "), time.monotonic() - started)
+    round_trip = time.monotonic() - started
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return Probe("error", f"{what} did not list models as an OpenAI-compatible engine does "
+                              f"({{\"data\": [...]}}); is `endpoint` its /v1 URL?", round_trip)
+    ids = tuple(str(m.get("id")) for m in data if isinstance(m, dict))
+    timing = f"round trip {round_trip * 1000:.1f} ms"
+    if spec.remote_model in ids:
+        return Probe("ok", f"{spec.endpoint} lists {spec.remote_model!r}; {timing}", round_trip, ids)
+    return Probe("not_listed", f"{spec.endpoint} does not list {spec.remote_model!r} (it lists "
+                               f"{', '.join(map(repr, ids[:5])) or 'nothing'}); requests will name it "
+                               f"anyway (some engines serve any name); {timing}", round_trip, ids)
 
 
 class RemoteModel:
@@ -117,9 +178,11 @@ class RemoteModel:
     def _sampling(self, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True},
                                 "max_tokens": params.max_tokens, "temperature": params.temperature,
-                                "top_p": params.top_p, "top_k": params.top_k}
-        if params.repeat_penalty != 1.0:  # llama.cpp's name; only sent when it does something
-            body["repeat_penalty"] = params.repeat_penalty
+                                "top_p": params.top_p, "top_k": params.top_k,
+                                # llama.cpp's name. Always sent, 1.0 too: llama-cpp-python's
+                                # server defaults to 1.1, which changes the text and costs every
+                                # token a pass over the vocabulary; vLLM and Ollama ignore it.
+                                "repeat_penalty": params.repeat_penalty}
         if params.seed is not None:
             body["seed"] = params.seed
         if params.stop:
