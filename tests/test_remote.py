@@ -5,11 +5,8 @@ on a bad day. Everything listens on 127.0.0.1; every wait is bounded."""
 from __future__ import annotations
 
 import json
-import os
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +19,7 @@ import pytest
 
 from conftest import run_cli
 from zeta_local import ZetaDynamicRouter
+from zeta_local.bench_remote import LlamaServer
 from zeta_local.cancel import CancelToken
 from zeta_local.config import load_config
 from zeta_local.errors import Cancelled, ConfigError, FallbackExhausted
@@ -393,43 +391,26 @@ def test_plan_and_models_show_a_remote_without_crashing(write_config, engine):
 
 
 @pytest.fixture
-def llama_server(tiny_models: dict[str, Path]):
-    """llama_server(role="tiny-a", embedding=False) -> (url, process): llama-cpp-python's own
-    OpenAI-compatible server on a free loopback port, up within 60 s; stopped after the test."""
+def llama_server(tiny_models: dict[str, Path], tmp_path: Path):
+    """llama_server(role="tiny-a", embedding=False) -> (url, server): llama-cpp-python's own
+    OpenAI-compatible server on a free loopback port (the bench's LlamaServer), up within 60 s;
+    stopped after the test."""
     pytest.importorskip("sse_starlette", reason="needs llama-cpp-python[server] (the test extra)")
-    started: list[subprocess.Popen[bytes]] = []
+    started: list[LlamaServer] = []
 
-    def start(role: str = "tiny-a", embedding: bool = False) -> tuple[str, subprocess.Popen[bytes]]:
-        port = _free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_models[role]), "--host",
-             "127.0.0.1", "--port", str(port), "--n_ctx", "256", "--embedding", str(embedding)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={k: v for k, v in os.environ.items() if not k.endswith("_proxy") and not k.endswith("_PROXY")})
-        started.append(process)
-        url = f"http://127.0.0.1:{port}/v1"
-        give_up = time.monotonic() + 60
-        while time.monotonic() < give_up:
-            assert process.poll() is None, "llama_cpp.server exited at start"
-            try:
-                if httpx.get(f"{url}/models", timeout=1, trust_env=False).status_code == 200:
-                    return url, process
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise AssertionError("llama_cpp.server did not start within 60 s")
+    def start(role: str = "tiny-a", embedding: bool = False) -> tuple[str, LlamaServer]:
+        server = LlamaServer(tiny_models[role], ["--n_ctx", "256", "--embedding", str(embedding)],
+                             tmp_path / f"llama-server-{len(started)}.log")
+        started.append(server.__enter__())
+        return server.url, server
 
     yield start
-    for process in started:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    for server in started:
+        server.__exit__()
 
 
 def test_llama_cpp_server_answers_first_and_the_local_model_when_it_dies(llama_server, write_config):
-    url, process = llama_server()
+    url, server = llama_server()
     config = write_config({"far": _remote(url, remote_model="tiny", capabilities=["generate"]),
                            "near": {"model": "tiny-b"}}, default_chain=["far", "near"],
                           routes={"embed": ["near"]})
@@ -438,8 +419,7 @@ def test_llama_cpp_server_answers_first_and_the_local_model_when_it_dies(llama_s
         assert _outcomes(result) == [("far", "ok")] and result.model == "far"
         assert result.usage.completion_tokens > 0
         assert _outcomes(zeta.generate("Hello", task="chat")) == [("far", "ok")]
-        process.terminate()
-        process.wait(10)
+        server.__exit__()  # the server dies (__exit__ is safe to call twice)
         result = zeta.generate("Hello", task="chat")
         assert _outcomes(result) == [("far", "unreachable"), ("near", "ok")]
         assert result.model == "near"

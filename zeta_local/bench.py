@@ -53,8 +53,9 @@ from typing import Any, Callable, Iterator
 from zeta_local.bench_adaptive import adaptive_markdown, measure_adaptive
 from zeta_local.bench_remote import measure_remote, remote_markdown
 from zeta_local.bench_routing import measure_routing
-from zeta_local.bench_baseline import (GREEDY, RecordingBackend, compare_decoding, interleaved,
-                                       llama_settings, median_error, percentile, ratio_spread, spread)
+from zeta_local.bench_baseline import (GREEDY, RecordingBackend, compare_decoding, handover_excess, interleaved,
+                                       llama_settings, median_error, percentile, ratio_spread, run_clients,
+                                       spread)
 
 __all__ = ["GREEDY", "RecordingBackend", "compare_decoding", "interleaved", "llama_settings",
            "median_error", "percentile", "ratio_spread", "run_bench", "spread", "to_markdown"]
@@ -202,19 +203,9 @@ def _failover(tiny: dict[str, Path], work: Path, runs: int) -> dict[str, Any]:
     config = _config(work, "failover", {"primary": tiny["a"], "fallback": tiny["b"]},
                      {"chat": ["primary", "fallback"], "code": ["fallback"]},
                      router={"stall_timeout_s": stall_s, "allowed_fails": 10**6, "max_tokens": 24})
-    excess: list[float] = []
     with ZetaDynamicRouter.from_toml(config, faults="primary=stall_after:3") as router:
         router.generate("warm", task="code", **GREEDY)  # the fallback is loaded
-        for i in range(runs + 1):
-            last_primary = time.monotonic()
-            for event in router.stream(f"story {i}", task="chat", **GREEDY):
-                if isinstance(event, TextChunk):
-                    if event.model == "primary":
-                        last_primary = time.monotonic()
-                    else:
-                        if i:
-                            excess.append(time.monotonic() - last_primary - stall_s)
-                        break
+        excess = handover_excess(router, "primary", runs, stall_s, **GREEDY)
     # The total-timeout way: the primary hangs, the client waits out its whole request timeout,
     # then asks the next model. One run: its cost is the timeout, by construction.
     with ZetaDynamicRouter.from_toml(config, faults="primary=stall_after:3") as router:
@@ -373,13 +364,7 @@ def _concurrency(tiny: dict[str, Path], work: Path, clients: int, per_client: in
                 latencies.append(time.monotonic() - started)
 
     with ZetaDynamicRouter.from_toml(config, faults=faults) as router:
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        started = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=300)
-        elapsed = time.monotonic() - started
+        elapsed = run_clients(client, clients)
     total = clients * per_client
     outcomes["lost"] += total - sum(outcomes.values())  # requests that never returned
     return {"clients": clients, "requests": total, "faults": faults,

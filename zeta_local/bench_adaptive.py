@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zeta_local.bench_baseline import GREEDY, interleaved, spread
+from zeta_local.bench_baseline import GREEDY, interleaved, run_clients, spread
 from zeta_local.results import BUSY_REROUTED, HEALTH_OUTCOMES
 
 PROMPT = "write a python function that reverses a string"
@@ -98,13 +98,7 @@ def _spreading(tiny: dict[str, Path], work: Path, per_client: int) -> dict[str, 
                     with lock:
                         results.append(result)
 
-            threads = [threading.Thread(target=client, args=(i,)) for i in range(2)]
-            started = time.monotonic()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(timeout=300)
-            elapsed = time.monotonic() - started
+            elapsed = run_clients(client, 2)
         rows[name] = {"requests": len(results), "requests_per_s": round(len(results) / elapsed, 2),
                       "answered_by_fallback": sum(r.model == "fallback" for r in results),
                       "rerouted": sum(any(a.outcome == BUSY_REROUTED for a in r.attempts) for r in results)}

@@ -11,9 +11,10 @@ median of the per-pair ratios is reported with its spread.
 
 from __future__ import annotations
 
-import os
 import math
+import os
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -184,3 +185,34 @@ def _load_average() -> float | None:
         return None
 
 
+
+
+def handover_excess(router: Any, stalling: str, runs: int, stall_s: float, **options: Any) -> list[float]:
+    """Seconds from the stalling model's last text to the next model's first, minus the stall
+    budget, over `runs` chat requests (one more first, as a warm-up, not counted)."""
+    from zeta_local.results import TextChunk
+
+    excess: list[float] = []
+    for i in range(runs + 1):
+        last_text = time.monotonic()
+        for event in router.stream(f"story {i}", task="chat", **options):
+            if isinstance(event, TextChunk):
+                if event.model == stalling:
+                    last_text = time.monotonic()
+                else:
+                    if i:
+                        excess.append(time.monotonic() - last_text - stall_s)
+                    break
+    return excess
+
+
+def run_clients(client: Callable[[int], None], count: int, timeout_s: float = 300.0) -> float:
+    """Run client(0) ... client(count - 1) on threads at once; the seconds until all are done
+    (each waited for at most timeout_s)."""
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(count)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout_s)
+    return time.monotonic() - started

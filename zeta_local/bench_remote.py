@@ -27,8 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from zeta_local.bench_baseline import (GREEDY, RecordingBackend, interleaved, median_error, percentile,
-                                       ratio_spread, spread)
+from zeta_local.bench_baseline import (GREEDY, RecordingBackend, handover_excess, interleaved, median_error,
+                                       percentile, ratio_spread, spread)
 
 PROMPT = "The history of the Roman Empire is a long story. It began"
 SERVER_START_S = 60.0  # llama_cpp.server's start-up (imports and model load), at most
@@ -78,7 +78,10 @@ def _overhead(path: Path, label: str, work: Path, pairs: tuple[int, int], max_to
                                      faults="") as router:
         router.generate(PROMPT, model="m", max_tokens=4, **GREEDY)
     kwargs = backend.kwargs["m"]
-    with LlamaServer(path, kwargs, work / "llama-server.log") as server:
+    server_args = ["--model_alias", "m", "--n_ctx", str(kwargs["n_ctx"]), "--n_batch", str(kwargs["n_batch"]),
+                   "--n_threads", str(kwargs["n_threads"]), "--n_threads_batch", str(kwargs["n_threads_batch"]),
+                   "--flash_attn", str(bool(kwargs["flash_attn"]))]
+    with LlamaServer(path, server_args, work / "llama-server.log") as server:
         remote = {"endpoint": server.url, "remote_model": "m", "capabilities": ["generate"]}
         config = _write(work, "remote-far", {"m": local, "r": remote}, "m")
         with ZetaDynamicRouter.from_toml(config, faults="") as both:
@@ -115,20 +118,18 @@ def _overhead(path: Path, label: str, work: Path, pairs: tuple[int, int], max_to
 
 
 class LlamaServer:
-    """llama-cpp-python's own server on a free loopback port, started with the router's load
-    arguments, up within SERVER_START_S; stopped (terminate, then kill) on exit."""
+    """llama-cpp-python's own server (`python -m llama_cpp.server`, its `server` extra) for
+    `path` on a free loopback port, with `args` added (its own options: --n_ctx, ...); up
+    within SERVER_START_S; stopped (terminate, then kill) on exit. The tests use it too."""
 
-    def __init__(self, path: Path, kwargs: dict[str, Any], log_path: Path):
+    def __init__(self, path: Path, args: list[str], log_path: Path):
         self._log_path = log_path  # a file, not a pipe: llama.cpp's load log would fill a pipe and block it
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/v1"
-        self._args = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", "m",
-                      "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(kwargs["n_ctx"]),
-                      "--n_batch", str(kwargs["n_batch"]), "--n_threads", str(kwargs["n_threads"]),
-                      "--n_threads_batch", str(kwargs["n_threads_batch"]),
-                      "--flash_attn", str(bool(kwargs["flash_attn"]))]
+        self._args = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1",
+                      "--port", str(port), *args]
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> LlamaServer:
@@ -219,26 +220,17 @@ class StallingEngine:
 
 
 def _failover(tiny: dict[str, Path], work: Path, runs: int) -> dict[str, Any]:
-    from zeta_local import TextChunk, ZetaDynamicRouter
+    from zeta_local import ZetaDynamicRouter
 
-    excess: list[float] = []
     with StallingEngine() as engine:
         models = {"far": {"endpoint": engine.url, "remote_model": "stall", "capabilities": ["generate"]},
                   "near": {"path": str(tiny["b"]), "n_ctx": 2048, "capabilities": ["generate", "embed"]}}
         config = _write(work, "remote-failover", models, "near")
         with ZetaDynamicRouter.from_toml(config, faults="") as router:
             router.generate("warm", model="near", max_tokens=4, **GREEDY)  # the fallback is loaded
-            for i in range(runs + 1):  # the first run warms the remote's worker up
-                last_remote = time.monotonic()
-                for event in router.stream(f"story {i}", task="chat", stall_timeout_s=STALL_S,
-                                           max_tokens=24, **GREEDY):
-                    if isinstance(event, TextChunk):
-                        if event.model == "far":
-                            last_remote = time.monotonic()
-                        else:
-                            if i:
-                                excess.append(time.monotonic() - last_remote - STALL_S)
-                            break
+            # The warm-up run also starts the remote's worker.
+            excess = handover_excess(router, "far", runs, STALL_S, stall_timeout_s=STALL_S,
+                                     max_tokens=24, **GREEDY)
     if not excess:
         return {"note": "the local model never took over from the stalled remote"}
     return {"excess_ms_p50": round(statistics.median(excess) * 1000, 1),
