@@ -118,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="measure overhead, failover, cancel, memory, concurrency, server, routing, "
                                 "adaptive, remote, gpu, roofline")
     bench.add_argument("--quick", action="store_true", help="fewer runs: under two minutes on 2 cores")
-    bench.add_argument("--skip", action="append", default=[], choices=("gpu", "server", "routing", "adaptive", "remote"), metavar="SECTION",
+    bench.add_argument("--skip", action="append", default=[], metavar="SECTION",
+                       choices=("gpu", "server", "routing", "adaptive", "remote"),
                        help="leave out a section (gpu, server, routing, adaptive or remote); repeatable")
     bench.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
     bench.add_argument("--markdown", type=Path, metavar="PATH", help="write them as markdown tables")
