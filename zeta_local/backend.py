@@ -21,7 +21,7 @@ import random
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import numpy as np
 
@@ -53,7 +53,8 @@ class LoadedModel(Protocol):
     cancel: threading.Event  # set: the running decode or embedding stops (Aborted)
     decode_hook: Callable[[], None] | None  # called from inside llama_decode (fault injection)
 
-    def render_chat(self, messages: list[dict[str, str]]) -> RenderedPrompt: ...
+    def render_chat(self, messages: list[dict[str, str]],
+                    template_vars: Mapping[str, Any] | None = None) -> RenderedPrompt: ...
 
     def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | GenerationEnd]:
         """Yield text pieces as they are decoded, then one GenerationEnd."""
@@ -89,6 +90,7 @@ class LlamaCppBackend:
         other context holds them already; `cancel` set during the load makes llama.cpp abort
         it (Aborted). A load that fails leaves nothing behind."""
         import llama_cpp
+        from jinja2 import TemplateError
 
         _install_hooks()
         kwargs = llama_kwargs(spec, path, info, n_threads=n_threads)
@@ -110,6 +112,13 @@ class LlamaCppBackend:
             finally:
                 _LOADING.weights = None
             return LlamaCppModel(spec, llm, info, weights)
+        except TemplateError as exc:
+            # Llama() compiles each template the GGUF carries, for chat handlers we never use; one
+            # that does not compile fails the load there, before our own render could say why.
+            if weights is not None:
+                weights.release()
+            raise ModelLoadError(f"{path}: its chat template (tokenizer.chat_template) does not "
+                                 f"compile: {type(exc).__name__}: {exc}") from None
         except (ValueError, RuntimeError, OSError, MemoryError) as exc:
             if weights is not None:
                 weights.release()
@@ -164,13 +173,15 @@ class LlamaCppModel:
         that share their weights."""
         return _model_of(self._llm._ctx.ctx)
 
-    def render_chat(self, messages: list[dict[str, str]]) -> RenderedPrompt:
+    def render_chat(self, messages: list[dict[str, str]],
+                    template_vars: Mapping[str, Any] | None = None) -> RenderedPrompt:
         def token_text(token: int) -> str:
             return "" if token < 0 else self._llm.detokenize([token], special=True).decode("utf-8", "replace")
 
         try:
             return render_chat(messages, self.spec.chat_format, self.info.chat_template,
-                               token_text(self._llm.token_bos()), token_text(self._llm.token_eos()))
+                               token_text(self._llm.token_bos()), token_text(self._llm.token_eos()),
+                               template_vars=template_vars)
         except Exception as exc:  # a template that does not render is this model's failure
             raise GenerationError(f"{self.name}: its chat template failed: {exc}") from None
 
@@ -264,7 +275,8 @@ class LlamaCppEmbedder:
     def weights_id(self) -> int:
         return _model_of(self._ctx.ctx)
 
-    def render_chat(self, messages: list[dict[str, str]]) -> RenderedPrompt:
+    def render_chat(self, messages: list[dict[str, str]],
+                    template_vars: Mapping[str, Any] | None = None) -> RenderedPrompt:
         raise GenerationError(f"{self.name} was loaded for embeddings, not generation")
 
     def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | GenerationEnd]:

@@ -138,8 +138,8 @@ class _FaultyModel:
     def decode_hook(self, hook: Callable[[], None] | None) -> None:
         self.inner.decode_hook = hook
 
-    def render_chat(self, messages: list[dict[str, str]]) -> Any:
-        return self.inner.render_chat(messages)
+    def render_chat(self, messages: list[dict[str, str]], template_vars: Any = None) -> Any:
+        return self.inner.render_chat(messages, template_vars)
 
     def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | GenerationEnd]:
         kind, count = self.fault.kind, self.fault.count

@@ -83,12 +83,17 @@ CHAT_FORMATS = {"plain": _plain, "chatml": _chatml, "gemma": _gemma}
 
 
 def render_chat(messages: list[dict[str, str]], chat_format: str | None, template: str | None,
-                bos_token: str = "", eos_token: str = "") -> RenderedPrompt:
-    """Render with `chat_format` if set, else the GGUF's template if it has one, else `plain`."""
+                bos_token: str = "", eos_token: str = "", *,
+                template_vars: Mapping[str, Any] | None = None) -> RenderedPrompt:
+    """Render with `chat_format` if set, else the GGUF's template if it has one, else `plain`.
+
+    `template_vars` are extra variables for a GGUF template, as transformers' apply_chat_template
+    passes its keyword arguments (Qwen3's `enable_thinking`); one left out keeps the template's
+    own default. The built-in formats have no such switches and ignore them."""
     if chat_format is not None:
         return CHAT_FORMATS[chat_format](messages)
     if template:
-        return _jinja(template, messages, bos_token, eos_token)
+        return _jinja(template, messages, bos_token, eos_token, template_vars or {})
     return _plain(messages)
 
 
@@ -104,11 +109,14 @@ def _raise_exception(message: str) -> None:
     raise ValueError(f"the model's chat template refused the messages: {message}")
 
 
-def _jinja(template: str, messages: list[dict[str, str]], bos: str, eos: str) -> RenderedPrompt:
-    text = _compile(template).render(
-        messages=messages, bos_token=bos, eos_token=eos, add_generation_prompt=True,
-        raise_exception=_raise_exception, strftime_now=lambda f: datetime.now().strftime(f),
-    )
+def _jinja(template: str, messages: list[dict[str, str]], bos: str, eos: str,
+           template_vars: Mapping[str, Any]) -> RenderedPrompt:
+    # The router's own variables win: a caller's variable never replaces the messages.
+    text = _compile(template).render({
+        **template_vars,
+        "messages": messages, "bos_token": bos, "eos_token": eos, "add_generation_prompt": True,
+        "raise_exception": _raise_exception, "strftime_now": lambda f: datetime.now().strftime(f),
+    })
     # The BOS token is added by the tokenizer; a template that writes it too would double it.
     if bos and text.startswith(bos):
         text = text[len(bos):]

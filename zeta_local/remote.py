@@ -159,7 +159,7 @@ class RemoteModel:
 
     # ---- generation ---------------------------------------------------------------------
 
-    def render_chat(self, messages: list[dict[str, str]]) -> RenderedPrompt:
+    def render_chat(self, messages: list[dict[str, str]], template_vars: Any = None) -> RenderedPrompt:
         raise GenerationError(f"{self.name} is remote: its engine renders chats (generate_chat)")
 
     def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | GenerationEnd]:
