@@ -4,48 +4,24 @@ the real models' templates are read; and a template that fails is that model's f
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from jinja2 import TemplateError
-from jinja2.ext import loopcontrols
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from real_templates import (
+    MULTI_TURN,
+    QWEN3,
+    QWEN25,
+    SYSTEM_USER,
+    TEMPLATES,
+    PromptRecordingBackend,
+    reference,
+)
 
 from zeta_local import ZetaDynamicRouter
-from zeta_local.backend import LlamaCppBackend
 from zeta_local.gguf_info import read_gguf_info
 from zeta_local.prompt_format import render_chat
 from zeta_local.tiny_models import write_tiny_model
-
-TEMPLATES = Path(__file__).parent / "data" / "templates"
-QWEN3 = "Qwen-Qwen3-0.6B.jinja"  # general-4b, reason-14b
-QWEN25 = "Qwen-Qwen2.5-7B-Instruct.jinja"  # coder-7b
-
-SYSTEM_USER = [{"role": "system", "content": "You are terse."},
-               {"role": "user", "content": "Name a prime."}]
-MULTI_TURN = [{"role": "user", "content": "Name a prime."},
-              {"role": "assistant", "content": "7"},
-              {"role": "user", "content": "And an even one?"}]
-
-
-def reference(template: str, messages: list[dict[str, str]], **kwargs: Any) -> str:
-    """The template rendered as transformers' apply_chat_template(tokenize=False,
-    add_generation_prompt=True, **kwargs) renders it: a sandboxed environment with trim_blocks,
-    lstrip_blocks and loop controls, raise_exception and strftime_now, `tools` and `documents`
-    None, the tokenizer's special tokens (Qwen's: no BOS, EOS <|im_end|>), then the caller's
-    keyword arguments. (Its own `tojson` filter only matters to tool calls, not used here.)"""
-
-    def raise_exception(message: str) -> None:
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda f: datetime.now().strftime(f)
-    special = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
-    return env.from_string(template).render(messages=messages, tools=None, documents=None,
-                                            add_generation_prompt=True, **special, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -102,27 +78,6 @@ def test_what_the_references_are():
         "<|im_start|>user\nAnd an even one?<|im_end|>\n<|im_start|>assistant\n")
 
 
-class PromptRecordingBackend:
-    """The real backend, remembering each prompt a model was asked to continue: what the router
-    actually sent, after its own rendering (bench_baseline.RecordingBackend's pattern)."""
-
-    def __init__(self) -> None:
-        self._inner = LlamaCppBackend()
-        self.prompts: dict[str, list[str]] = {}
-
-    def load(self, spec: Any, path: Path, info: Any, **options: Any) -> Any:
-        model = self._inner.load(spec, path, info, **options)
-        if not options.get("embedding"):
-            generate, prompts = model.generate, self.prompts.setdefault(spec.name, [])
-
-            def recorded(prompt: str, params: Any) -> Any:
-                prompts.append(prompt)
-                return generate(prompt, params)
-
-            model.generate = recorded
-        return model
-
-
 @pytest.fixture
 def real_router(write_config: Callable[..., Path], real_template_models: dict[str, Path]):
     """general (Qwen3's template) and coder (Qwen2.5's), each its own chain."""
@@ -140,9 +95,10 @@ def real_router(write_config: Callable[..., Path], real_template_models: dict[st
 def test_the_router_prompts_with_the_reference_rendering(real_router: Any, model: str, name: str,
                                                          messages: list[dict[str, str]]):
     """A chat through the router completes, and the prompt its model was given is the
-    reference rendering of the template read from the model's file."""
+    reference rendering of the template read from the model's file (thinking on: Qwen3's own
+    default, which the reference renders without variables)."""
     router, backend = real_router
-    result = router.chat(messages, model=model, max_tokens=4)
+    result = router.chat(messages, model=model, max_tokens=4, thinking=True)
     assert result.model == model and result.attempts[-1].outcome == "ok"
     template = (TEMPLATES / name).read_text(encoding="utf-8")
     assert backend.prompts[model] == [reference(template, messages)]
@@ -150,7 +106,7 @@ def test_the_router_prompts_with_the_reference_rendering(real_router: Any, model
 
 def test_enable_thinking_reaches_the_loaded_models_template(real_router: Any):
     """The loaded model's render path passes template variables through (the per-task
-    `thinking` setting that will use it is not wired here)."""
+    `thinking` setting that uses it is tested in test_thinking.py)."""
     router, _ = real_router
     router.chat(SYSTEM_USER, model="general", max_tokens=1)
     loaded = router._pool.workers[("general", False)].model

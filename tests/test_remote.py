@@ -300,9 +300,16 @@ def test_chat_goes_as_messages_and_sampling_is_passed_on(remote_router, engine):
     assert (body["temperature"], body["top_p"], body["top_k"], body["seed"], body["stop"], body["max_tokens"]) \
         == (0.5, 0.9, 7, 3, ["\n\n"], 9)
     assert body["repeat_penalty"] == 1.0  # sent even at 1.0: llama-cpp-python's server defaults to 1.1
-    zeta.generate("Complete this", task="chat")
+    # Thinking goes through the engine's template switch: "auto" is off for chat.
+    assert body["chat_template_kwargs"] == {"enable_thinking": False}
+    assert result.route.thinking == "thinking off (auto: chat)"
+    assert result.attempts[0].detail.endswith("; thinking off (auto: chat)")
+    zeta.generate("Complete this", task="chat", thinking=True)
     assert engine.requests[1]["path"] == "/v1/completions"
     assert engine.requests[1]["body"]["prompt"] == "Complete this"
+    assert "chat_template_kwargs" not in engine.requests[1]["body"]  # no template renders a prompt
+    zeta.chat([{"role": "user", "content": "Why?"}], task="chat", thinking=True)
+    assert engine.requests[2]["body"]["chat_template_kwargs"] == {"enable_thinking": True}
 
 
 @pytest.mark.parametrize("chat", [True, False], ids=["chat", "prompt"])
@@ -443,6 +450,8 @@ def test_zeta_local_serve_as_the_remote(serve, write_config):
     with ZetaDynamicRouter.from_toml(config) as zeta:
         chat = zeta.chat([{"role": "user", "content": "Hello"}], task="chat")
         assert _outcomes(chat) == [("other-box", "ok")] and chat.text
+        # zeta-local takes the thinking switch as vLLM sends it (chat_template_kwargs).
+        assert _outcomes(zeta.chat([{"role": "user", "content": "Why?"}], task="reason")) == [("other-box", "ok")]
         assert "estimated" not in chat.attempts[0].detail  # zeta-local streams its usage
         plain = zeta.generate("Hello", task="chat")
         assert _outcomes(plain) == [("other-box", "ok")]

@@ -32,6 +32,7 @@ from zeta_local.gguf_info import GGUFInfo
 from zeta_local.memory import EMBED_SEQUENCES, context_length, embedding_context, flash_attn_on
 from zeta_local.prompt_format import RenderedPrompt, render_chat
 from zeta_local.sampling import SamplingParams
+from zeta_local.thinking import has_thinking_switch
 
 log = logging.getLogger(__name__)
 llama_log = logging.getLogger("zeta_local.llama_cpp")
@@ -52,6 +53,9 @@ class LoadedModel(Protocol):
     n_ctx: int
     cancel: threading.Event  # set: the running decode or embedding stops (Aborted)
     decode_hook: Callable[[], None] | None  # called from inside llama_decode (fault injection)
+    # Whether its chat template has a thinking switch (thinking.py) that render_chat's
+    # template_vars can set; False for a built-in chat_format and for an embedder.
+    thinking_switch: bool
 
     def render_chat(self, messages: list[dict[str, str]],
                     template_vars: Mapping[str, Any] | None = None) -> RenderedPrompt: ...
@@ -160,6 +164,8 @@ class LlamaCppModel:
 
         self.name, self.spec, self.info = spec.name, spec, info
         self.n_ctx = llm.n_ctx()
+        # A chat_format overrides the GGUF's template, and the built-in formats have no switch.
+        self.thinking_switch = spec.chat_format is None and has_thinking_switch(info.chat_template)
         self._llm = llm
         self._weights = weights
         self._is_eog = lambda token: llama_cpp.llama_vocab_is_eog(llm._model.vocab, token)
@@ -249,6 +255,7 @@ class LlamaCppEmbedder:
 
         self.name, self.spec, self.info = spec.name, spec, info
         self.n_ctx = n_ctx
+        self.thinking_switch = False  # it renders no chats
         self._weights = weights
         self._model = weights.view()
         params = llama_cpp.llama_context_default_params()

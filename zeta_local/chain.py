@@ -29,6 +29,8 @@ from zeta_local.results import (BUSY, BUSY_REROUTED, CANCELLED, CONTEXT_OVERFLOW
                                 Done, EmbeddingResult, Fallback, GenerationResult, RouteDecision,
                                 StreamEvent, TextChunk, Usage)
 from zeta_local.sampling import SamplingOverrides
+from zeta_local.thinking import NO_SWITCH, ThinkingChoice
+from zeta_local.thinking import resolve as resolve_thinking
 from zeta_local.watchdog import resolve_budgets
 from zeta_local.worker import QUEUED, Job
 
@@ -68,10 +70,11 @@ class ChainWalker:
 
     def generate(self, prompt: str | None, messages: list[dict[str, str]] | None,
                  sampling: SamplingOverrides, decision: RouteDecision, budgets: dict[str, Any],
-                 cancel: CancelToken | None) -> Iterator[StreamEvent]:
+                 cancel: CancelToken | None, thinking: bool | str | None = None) -> Iterator[StreamEvent]:
         """The stream of one generation request; a model that fails mid-answer is followed by
         the next one continuing from the text so far. Each attempt is sampled with what the
-        caller set, else its own model's defaults, else [router]'s."""
+        caller set, else its own model's defaults, else [router]'s; a chat's thinking is
+        resolved likewise (thinking.py), and each attempt's detail says what it was."""
         deadline_at = time.monotonic() + (budgets.get("deadline_s") or self.config.router.deadline_s)
         attempts: list[Attempt] = []
         text_so_far = ""
@@ -92,7 +95,10 @@ class ChainWalker:
                 continue
             params = sampling.for_model(self.config.router, self.config.models[name])
             log.debug("%s: sampling with %s", name, params)
-            job = Job(model=name, prompt=prompt, messages=messages, params=params, prefix=text_so_far)
+            choice = resolve_thinking(thinking, self.config.models[name], decision.task) \
+                if messages is not None else None
+            job = Job(model=name, prompt=prompt, messages=messages, params=params, prefix=text_so_far,
+                      thinking=None if choice is None else choice.on)
             started = time.monotonic()
             first_text_at: float | None = None
             produced: list[str] = []
@@ -113,8 +119,8 @@ class ChainWalker:
             timing = (started, first_text_at, started + seconds)
             if end is not None:
                 estimated = " (estimated: the engine gave no usage)" if end.usage_estimated else ""
-                attempt = Attempt(name, OK, f"{end.completion_tokens} tokens{estimated} in {seconds:.2f} s",
-                                  seconds)
+                attempt = Attempt(name, OK, f"{end.completion_tokens} tokens{estimated} in {seconds:.2f} s"
+                                  f"{_thinking_note(job, choice)}", seconds)
                 self._record(decision.task, attempt, bool(attempts), timing, tokens)
                 attempts.append(attempt)
                 yield Done(GenerationResult(
@@ -124,7 +130,7 @@ class ChainWalker:
                                 time.monotonic() - job.generating_since),
                     route=decision, attempts=tuple(attempts)))
                 return
-            attempt = Attempt(name, outcome, detail, seconds)
+            attempt = Attempt(name, outcome, detail + _thinking_note(job, choice), seconds)
             self._record(decision.task, attempt, bool(attempts), timing, tokens)
             attempts.append(attempt)
             if outcome == CANCELLED:
@@ -275,6 +281,14 @@ class ChainWalker:
                 self._breaker.release_trial(name)
             if verdict is not None:
                 self._pool.learn(name, embedding, verdict)
+
+
+def _thinking_note(job: Job, choice: ThinkingChoice | None) -> str:
+    """`; thinking off (auto: code)` for an attempt whose chat was rendered (or sent), or that
+    its template has no switch; nothing for a plain prompt or a model that never got that far."""
+    if choice is None or job.thinking_switch is None:
+        return ""
+    return f"; {choice.describe() if job.thinking_switch else NO_SWITCH}"
 
 
 def _log_hop(name: str, outcome: str, detail: str, following: str | None) -> None:

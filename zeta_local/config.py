@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 from zeta_local.errors import ConfigError
 from zeta_local.prompt_format import CHAT_FORMATS
 from zeta_local.sampling import INTEGER_SAMPLING_KEYS, MODEL_SAMPLING_KEYS, sampling_problem
+from zeta_local.thinking import thinking_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,6 +71,9 @@ class ModelSpec:
     # "auto" (on when some layers are on a GPU), True or False; a table without the key takes
     # [router] flash_attn.
     flash_attn: bool | str = "auto"
+    # "auto" (think for the reason task only), True or False, for a model whose chat template
+    # has a thinking switch (thinking.py); a table without the key takes [router] thinking.
+    thinking: bool | str = "auto"
     # A remote engine instead of a local file (remote.py): its OpenAI-compatible base URL, the
     # model name it serves, and the NAME of the environment variable holding its key (the key
     # itself is never in models.toml, nor in any spec, log or error).
@@ -125,6 +129,7 @@ class RouterSettings:
     vram_budget: int | None = None
     memory_headroom: int = 1 << 30
     flash_attn: bool | str = "auto"  # every model's, unless its table says otherwise
+    thinking: bool | str = "auto"  # likewise; a call's thinking= wins over both
     # Escalation ("fail expensive"): a classified request whose confidence is under
     # `uncertain_below` goes to `uncertain_task`'s chain. 0 turns it off. See routing.py.
     uncertain_below: float = 0.6
@@ -265,7 +270,7 @@ def _positive(value: float) -> str | None:
 MODEL_BUDGET_KEYS = ("load_timeout_s", "first_token_timeout_s", "stall_timeout_s")
 _MODEL_KEYS = ("path", "hf_repo", "hf_file", "hf_revision", "package", "sha256", "description",
                "n_ctx", "n_batch", "n_gpu_layers", "chat_format", "capabilities", "pinned",
-               "keep_alive_s", "allow_partial_offload", "flash_attn", "endpoint", "remote_model",
+               "keep_alive_s", "allow_partial_offload", "flash_attn", "thinking", "endpoint", "remote_model",
                "api_key_env") + MODEL_BUDGET_KEYS + MODEL_SAMPLING_KEYS
 # Keys that only mean something for a GGUF run in this process: an error on a remote model,
 # whose engine decides them itself (its own context, batch, offload, template and memory).
@@ -276,7 +281,7 @@ _ROUTER_SECONDS = ("load_timeout_s", "first_token_timeout_s", "first_token_s_per
                    "stall_timeout_s", "deadline_s", "cancel_grace_s", "fail_window_s", "cooldown_s")
 _ROUTER_SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed")
 _ROUTER_KEYS = _ROUTER_SAMPLING + ("n_threads",) + _ROUTER_SECONDS + (
-    "queue_size", "allowed_fails", "ram_budget", "vram_budget", "memory_headroom", "flash_attn",
+    "queue_size", "allowed_fails", "ram_budget", "vram_budget", "memory_headroom", "flash_attn", "thinking",
     "uncertain_below", "uncertain_task", "affinity", "semantic_routing", "semantic_examples",
     "metrics", "metrics_path", "metrics_keep", "adaptive", "adaptive_window", "adaptive_window_s",
     "demote_below", "max_queue_wait_s")
@@ -309,6 +314,7 @@ def _parse_router(t: _Table) -> RouterSettings:
         vram_budget=_size(t, "vram_budget", allow_auto=True),
         memory_headroom=_size(t, "memory_headroom", allow_auto=False) or d.memory_headroom,
         flash_attn=_flash_attn(t, d.flash_attn),
+        thinking=_thinking(t, d.thinking),
         uncertain_below=float(t.take("uncertain_below", (int, float), d.uncertain_below,
                                      lambda v: None if 0 <= v <= 1 else "must be between 0 and 1 "
                                      "(a confidence; 0 turns escalation off)")),
@@ -380,6 +386,10 @@ def _flash_attn(t: _Table, default: bool | str) -> bool | str:
                   lambda v: None if v == "auto" or isinstance(v, bool) else 'must be "auto", true or false')
 
 
+def _thinking(t: _Table, default: bool | str) -> bool | str:
+    return t.take("thinking", (str, bool), default, thinking_problem)
+
+
 def _parse_model(file: Path, name: str, data: Any, router: RouterSettings) -> ModelSpec:
     t = _Table(file, f"models.{name}", data)
     if not _NAME.match(name):
@@ -438,6 +448,7 @@ def _parse_model(file: Path, name: str, data: Any, router: RouterSettings) -> Mo
         allow_partial_offload=t.take("allow_partial_offload", bool, False),
         **{key: _sampling(t, key, None) for key in MODEL_SAMPLING_KEYS},
         flash_attn=_flash_attn(t, router.flash_attn),
+        thinking=_thinking(t, router.thinking),
         endpoint=endpoint.rstrip("/") if endpoint is not None else None,
         remote_model=remote_model,
         api_key_env=api_key_env,

@@ -116,6 +116,7 @@ class _FaultyModel:
     def __init__(self, inner: LoadedModel, fault: Fault, draws: random.Random | None = None):
         self.inner, self.fault, self._draws = inner, fault, draws
         self.name, self.n_ctx = inner.name, inner.n_ctx
+        self.thinking_switch = inner.thinking_switch
 
     def _flakes(self) -> bool:
         """Whether this request is one of flaky's failures (one draw per request)."""

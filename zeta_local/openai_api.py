@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from zeta_local.results import Attempt, EmbeddingResult, Fallback, GenerationResult, Usage
+from zeta_local.thinking import TEMPLATE_SWITCH
 
 # The `model` field: "auto" lets the classifier decide, a task name takes that task's chain,
 # and a model name of models.toml takes that model alone.
@@ -140,6 +141,26 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(_Generation):
     messages: list[ChatMessage]
+    # vLLM's and llama.cpp's server's field for a template's own variables. Only the thinking
+    # switch is taken (thinking.py): the router's other variables are its own to set.
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    def sampling(self) -> dict[str, Any]:
+        """As for any generation, plus `thinking` from chat_template_kwargs.enable_thinking."""
+        options = super().sampling()
+        kwargs = self.chat_template_kwargs or {}
+        unknown = sorted(set(kwargs) - {TEMPLATE_SWITCH})
+        if unknown:
+            raise RequestError(400, f"chat_template_kwargs: only {TEMPLATE_SWITCH} is supported, got "
+                               f"{', '.join(unknown)}", param="chat_template_kwargs",
+                               code="unsupported_parameter")
+        if TEMPLATE_SWITCH in kwargs:
+            value = kwargs[TEMPLATE_SWITCH]
+            if not isinstance(value, bool):
+                raise RequestError(400, f"chat_template_kwargs.{TEMPLATE_SWITCH} must be true or false, "
+                                   f"got {value!r}", param="chat_template_kwargs")
+            options["thinking"] = value
+        return options
 
     def router_messages(self) -> list[dict[str, str]]:
         """OpenAI's messages as the router's: text parts joined, `developer` as `system`."""
@@ -237,11 +258,12 @@ def zeta_json(result: GenerationResult) -> dict[str, Any]:
     """What the router did for this answer: the task, why, and every model tried.
     `classified_task` is the classifier's task (null when the request named one); it differs
     from `task` when an uncertain decision was escalated. `affinity` names the model the
-    conversation continued on, when it did."""
+    conversation continued on, when it did; `thinking` the first model's thinking choice for a
+    chat (each attempt's detail says its own)."""
     route = result.route
     return {"task": result.task, "route_reason": route.reason,
             "confidence": round(route.confidence, 3), "classified_task": route.classified,
-            "escalated": route.escalated, "affinity": route.affinity,
+            "escalated": route.escalated, "affinity": route.affinity, "thinking": route.thinking,
             "attempts": attempts_json(result.attempts)}
 
 

@@ -35,6 +35,7 @@ from zeta_local.errors import EngineBusy, EngineUnreachable, GenerationError, Mo
 from zeta_local.prompt_format import RenderedPrompt
 from zeta_local.remote_http import CancelWatch, check_response, read_json, sse_events
 from zeta_local.sampling import SamplingParams
+from zeta_local.thinking import TEMPLATE_SWITCH
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,8 @@ class RemoteModel:
         self.n_ctx = 0  # unknown here: the engine decides, and says so with a 400
         self.cancel = threading.Event()  # swapped for each request's own event
         self.decode_hook: Callable[[], None] | None = None  # unused: nothing decodes here
+        # Its engine renders chats; the choice is sent as chat_template_kwargs (generate_chat).
+        self.thinking_switch = True
         self._client: httpx.Client | None = client
 
     def __repr__(self) -> str:  # never the client's headers (the key)
@@ -167,12 +170,17 @@ class RemoteModel:
         body = {"prompt": prompt} | self._sampling(params)
         return self._stream("completions", body, len(prompt), chat=False)
 
-    def generate_chat(self, messages: list[dict[str, str]], prefix: str,
-                      params: SamplingParams) -> Iterator[str | GenerationEnd]:
+    def generate_chat(self, messages: list[dict[str, str]], prefix: str, params: SamplingParams,
+                      thinking: bool | None = None) -> Iterator[str | GenerationEnd]:
         """A chat through /chat/completions, the messages as they are (the engine renders them);
-        `prefix`, text another model began, goes as a trailing assistant message to continue."""
+        `prefix`, text another model began, goes as a trailing assistant message to continue.
+        `thinking` goes as chat_template_kwargs {"enable_thinking": ...}, the field vLLM,
+        llama.cpp's server and zeta-local take for the template's own switch; a template
+        without the switch ignores it."""
         messages = list(messages) + ([{"role": "assistant", "content": prefix}] if prefix else [])
         body = {"messages": messages} | self._sampling(params)
+        if thinking is not None:
+            body["chat_template_kwargs"] = {TEMPLATE_SWITCH: thinking}
         return self._stream("chat/completions", body, sum(len(m["content"]) for m in messages), chat=True)
 
     def _sampling(self, params: SamplingParams) -> dict[str, Any]:

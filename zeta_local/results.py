@@ -54,7 +54,12 @@ class RouteDecision:
     `task` is the task whose chain (or label) the request runs under; `classified` is what the
     classifier said, None when it did not run (task= given). They differ when an uncertain
     decision was escalated (`escalated`). `affinity` names the model a conversation continues
-    on, when a follow-up turn stays with the model that answered the turn before."""
+    on, when a follow-up turn stays with the model that answered the turn before.
+
+    `thinking` is the thinking choice for a chat on the chain's first model, and who made it
+    ("thinking off (auto: code)"; None for a plain prompt, or from route(), which has no chat).
+    It is per model: a fallback's own choice, and whether its template could take it, is in
+    its attempt's detail."""
 
     task: str
     chain: tuple[str, ...]
@@ -62,6 +67,7 @@ class RouteDecision:
     confidence: float = 1.0
     classified: str | None = None
     affinity: str | None = None
+    thinking: str | None = None
 
     @property
     def escalated(self) -> bool:

@@ -33,6 +33,8 @@ from zeta_local.routing import decide
 from zeta_local.sampling import SamplingOverrides
 from zeta_local.semantic import SemanticStage, Vote, load_examples
 from zeta_local.sources import find_model_file
+from zeta_local.thinking import check_thinking
+from zeta_local.thinking import resolve as resolve_thinking
 from zeta_local.watchdog import BUDGET_KEYS, check_budget_overrides
 
 log = logging.getLogger(__name__)
@@ -138,7 +140,9 @@ class ZetaDynamicRouter:
         `options`: sampling (max_tokens, temperature, top_p, top_k, repeat_penalty, seed, stop)
         and budgets in seconds (deadline_s, load_timeout_s, first_token_timeout_s,
         stall_timeout_s), each overriding models.toml for this call. A sampling key not given
-        takes the answering model's own default, else [router]'s."""
+        takes the answering model's own default, else [router]'s. `thinking` is accepted but
+        changes nothing here: a plain prompt is not rendered by a chat template, whose switch
+        it is (see chat())."""
         _check_prompt(prompt)
         return _last(self.stream(prompt, task=task, model=model, cancel=cancel, **options))
 
@@ -147,7 +151,11 @@ class ZetaDynamicRouter:
              **options: Any) -> GenerationResult:
         """Answer a conversation, formatted with each model's own chat template. A follow-up
         turn goes first to the model that answered the turn before, while that model is in
-        the turn's chain and healthy ([router] affinity; see affinity.py)."""
+        the turn's chain and healthy ([router] affinity; see affinity.py).
+
+        `thinking` ("auto", True or False; default: the answering model's models.toml setting)
+        sets the template's thinking switch (Qwen3's enable_thinking) for a model that has one;
+        "auto" thinks for the reason task only. Other options as for generate()."""
         if isinstance(messages, str):
             raise InvalidRequest("chat() takes a non-empty list of {'role': ..., 'content': ...} "
                                  "messages; use generate() for a plain prompt")
@@ -181,10 +189,14 @@ class ZetaDynamicRouter:
                                                 self._pool.healthy)
         budgets = {k: options.pop(k) for k in BUDGET_KEYS if k in options}
         check_budget_overrides(budgets)
+        thinking = check_thinking(options.pop("thinking", None))
         sampling = SamplingOverrides.from_options(options)
         self._check_open()
         prompt = prompt_or_messages if messages is None else None
-        events = self._chains.generate(prompt, messages, sampling, decision, budgets, cancel)
+        if messages is not None:  # what the first model will be asked; a fallback's is its attempt's
+            first = resolve_thinking(thinking, self.config.models[decision.chain[0]], decision.task)
+            decision = replace(decision, thinking=first.describe())
+        events = self._chains.generate(prompt, messages, sampling, decision, budgets, cancel, thinking)
         if self._affinity is not None and messages is not None:
             events = self._affinity.track(messages, decision, events)
         return Stream(decision, events)

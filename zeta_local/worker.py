@@ -18,6 +18,7 @@ from typing import Any, Callable
 from zeta_local.backend import Aborted, GenerationEnd, LoadedModel
 from zeta_local.errors import ModelLoadError, OutOfMemory
 from zeta_local.sampling import SamplingParams
+from zeta_local.thinking import TEMPLATE_SWITCH
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,11 @@ class Job:
     prefix: str = ""  # text already produced by a failed model, which this one continues
     params: SamplingParams | None = None
     texts: list[str] | None = None
+    # For a chat: whether the model is asked to think (thinking.py); None for a plain prompt,
+    # which no template renders. The worker sets thinking_switch when it renders or sends the
+    # chat: whether the model's template (or engine) took the choice.
+    thinking: bool | None = None
+    thinking_switch: bool | None = None
     events: queue.Queue[tuple[Any, ...]] = field(default_factory=queue.Queue)
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
@@ -189,10 +195,15 @@ class ModelWorker:
         generate_chat = getattr(model, "generate_chat", None)  # a remote engine takes the messages
         if job.messages is not None and generate_chat is not None:
             self._start(job, sum(len(m["content"]) for m in job.messages) + len(job.prefix))
-            pieces = generate_chat(job.messages, job.prefix, job.params)
+            job.thinking_switch = job.thinking is not None
+            pieces = generate_chat(job.messages, job.prefix, job.params, job.thinking)
         else:
             if job.messages is not None:
-                rendered = model.render_chat(job.messages)
+                # Only a template with the switch is given it: one without has no thinking mode.
+                job.thinking_switch = model.thinking_switch
+                switch = {TEMPLATE_SWITCH: job.thinking} \
+                    if job.thinking is not None and model.thinking_switch else None
+                rendered = model.render_chat(job.messages, switch)
                 prompt, params = rendered.text + job.prefix, job.params.with_stop(rendered.stop)
             else:
                 prompt, params = (job.prompt or "") + job.prefix, job.params
