@@ -124,14 +124,17 @@ def _tiny_models(work: Path) -> dict[str, Path]:
     return {k: write_tiny_model(work / f"tiny-{k}.gguf", seed=i) for i, k in enumerate("abc", 1)}
 
 
-def _config(work: Path, name: str, models: dict[str, Path], routes: dict[str, list[str]],
+def _config(work: Path, name: str, models: dict[str, Path | dict[str, Any]], routes: dict[str, list[str]],
             router: dict[str, Any] | None = None, n_ctx: int = 2048) -> Path:
+    """A models.toml in `work`: each model a GGUF path (run with `n_ctx`, both capabilities) or
+    a whole table of its own (a remote one, say); a task not in `routes` goes to the first."""
     # The bench's routers keep their usage metrics in memory: the user's file is for real use.
     router = {"metrics": False} | (router or {})
     lines = ["[router]"] + [f"{k} = {json.dumps(v)}" for k, v in router.items()]
-    for model, path in models.items():
-        lines += [f'[models."{model}"]', f"path = {json.dumps(str(path))}", f"n_ctx = {n_ctx}",
-                  'capabilities = ["generate", "embed"]']
+    for model, source in models.items():
+        table = source if isinstance(source, dict) else \
+            {"path": str(source), "n_ctx": n_ctx, "capabilities": ["generate", "embed"]}
+        lines += [f'[models."{model}"]'] + [f"{k} = {json.dumps(v)}" for k, v in table.items()]
     lines.append("[routes]")
     first = next(iter(models))
     for task in ("code", "reason", "chat", "embed"):

@@ -55,16 +55,12 @@ def measure_remote(model_path: Path, tiny: dict[str, Path], work: Path, *, quick
 
 
 def _write(work: Path, name: str, models: dict[str, dict[str, Any]], route: str) -> Path:
-    lines = ["[router]", "metrics = false", "allowed_fails = 1000000"]
-    for model, table in models.items():
-        lines.append(f"[models.{model}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
-    lines.append("[routes]")
-    lines += [f"{task} = {json.dumps([route] if task == 'embed' else list(models))}"
-              for task in ("code", "reason", "chat", "embed")]
-    path = work / f"{name}.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    """Every generation task to the models in order; embeddings to `route` alone."""
+    from zeta_local.bench import _config
+
+    chain = list(models)
+    return _config(work, name, models, {"code": chain, "reason": chain, "chat": chain, "embed": [route]},
+                   router={"allowed_fails": 1000000})
 
 
 def _overhead(path: Path, label: str, work: Path, pairs: tuple[int, int], max_tokens: int) -> dict[str, Any]:
