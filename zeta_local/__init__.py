@@ -15,8 +15,8 @@ from zeta_local.errors import (Cancelled, ConfigError, ContextOverflow, EngineBu
                                FallbackExhausted, GenerationError, InvalidModelFile, InvalidRequest,
                                ModelFileMissing, ModelLoadError, OutOfMemory, UnknownModel, ZetaError)
 from zeta_local.results import (Attempt, Done, EmbeddingResult, Fallback, GenerationResult,
-                                ModelStatus, RouteDecision, Stream, StreamEvent, TextChunk,
-                                Usage)
+                                ModelStatus, ReasoningChunk, RouteDecision, Stream, StreamEvent,
+                                TextChunk, Usage)
 from zeta_local.metrics import UsageStats
 from zeta_local.router import ZetaDynamicRouter
 
@@ -48,6 +48,7 @@ __all__ = [
     "ModelSpec",
     "ModelStatus",
     "OutOfMemory",
+    "ReasoningChunk",
     "RouteDecision",
     "RouterSettings",
     "Stream",

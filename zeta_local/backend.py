@@ -31,6 +31,7 @@ from zeta_local.errors import ContextOverflow, GenerationError, ModelLoadError, 
 from zeta_local.gguf_info import GGUFInfo
 from zeta_local.memory import EMBED_SEQUENCES, context_length, embedding_context, flash_attn_on
 from zeta_local.prompt_format import RenderedPrompt, render_chat
+from zeta_local.reasoning import FORCED_CLOSE, ThinkSplitter, Thought, starts_inside
 from zeta_local.sampling import SamplingParams
 from zeta_local.thinking import has_thinking_switch
 
@@ -44,8 +45,18 @@ class GenerationEnd:
 
     finish_reason: str  # "stop" or "length"
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int  # the thinking's and the answer's
     usage_estimated: bool = False  # a remote engine gave no usage: the counts are estimates
+    reasoning_tokens: int = 0
+    reasoning_seconds: float = 0.0
+    reasoning_capped: bool = False  # the reasoning budget closed the thinking
+
+
+def end_of(splitter: ThinkSplitter | None, finish: str, prompt_tokens: int, completion_tokens: int,
+           reasoning_tokens: int, **extra: Any) -> GenerationEnd:
+    """The GenerationEnd of an answer whose thinking `splitter` saw (None: a plain prompt)."""
+    return GenerationEnd(finish, prompt_tokens, completion_tokens, reasoning_tokens=reasoning_tokens,
+                         reasoning_seconds=splitter.seconds if splitter else 0.0, **extra)
 
 
 class LoadedModel(Protocol):
@@ -60,8 +71,9 @@ class LoadedModel(Protocol):
     def render_chat(self, messages: list[dict[str, str]],
                     template_vars: Mapping[str, Any] | None = None) -> RenderedPrompt: ...
 
-    def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | GenerationEnd]:
-        """Yield text pieces as they are decoded, then one GenerationEnd."""
+    def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | Thought | GenerationEnd]:
+        """Yield the answer's text pieces as they are decoded (with params.split_thinking, its
+        thinking as Thought pieces before them), then one GenerationEnd."""
 
     def embed(self, texts: list[str]) -> np.ndarray: ...
 
@@ -171,6 +183,9 @@ class LlamaCppModel:
         self._is_eog = lambda token: llama_cpp.llama_vocab_is_eog(llm._model.vocab, token)
         self.cancel = threading.Event()  # swapped for each request's own event
         self.decode_hook: Callable[[], None] | None = None
+        # llama-cpp-python logits processors run before sampling (faults.py's scripted answers).
+        self.logits_hook: Any = None
+        self.end_token = llm.token_eos()
         self._abort_callback = _watch_decodes(self, llm._ctx.ctx)  # keep it referenced
 
     @property
@@ -191,7 +206,11 @@ class LlamaCppModel:
         except Exception as exc:  # a template that does not render is this model's failure
             raise GenerationError(f"{self.name}: its chat template failed: {exc}") from None
 
-    def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | GenerationEnd]:
+    def tokenize(self, text: str) -> list[int]:
+        """The tokens of `text` in the middle of a sequence: no BOS, special tokens parsed."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | Thought | GenerationEnd]:
         llm = self._llm
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
         if len(tokens) >= self.n_ctx:
@@ -202,25 +221,48 @@ class LlamaCppModel:
         llm.set_seed(params.seed if params.seed is not None else random.randrange(1 << 31))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = _StopScanner(params.stop)
-        produced, finish = 0, "length"
+        splitter = ThinkSplitter(starts_inside(prompt)) if params.split_thinking else None
+        produced: list[int] = []
+        thinking_tokens, finish, capped = 0, "length", False
+
+        def pieces(text: str) -> list[str | Thought]:
+            return (splitter.feed(text) if splitter else [text]) if text else []
+
         try:
-            for token in llm.generate(tokens, top_k=params.top_k, top_p=params.top_p,
-                                      temp=params.temperature,
-                                      repeat_penalty=params.repeat_penalty):
-                if self.cancel.is_set():
-                    raise Aborted(f"{self.name}: generation cancelled")
-                if self._is_eog(token):
-                    finish = "stop"
+            while True:
+                closing: list[int] = []  # the budget ran out: the tokens that end the thinking
+                for token in llm.generate(tokens + produced, top_k=params.top_k, top_p=params.top_p,
+                                          temp=params.temperature, repeat_penalty=params.repeat_penalty,
+                                          logits_processor=self.logits_hook):
+                    if self.cancel.is_set():
+                        raise Aborted(f"{self.name}: generation cancelled")
+                    if self._is_eog(token):
+                        finish = "stop"
+                        break
+                    produced.append(token)
+                    was_thinking = splitter is not None and splitter.thinking
+                    text, stopped = stops.feed(decoder.decode(llm.detokenize([token])))
+                    yield from pieces(text)
+                    thinking_tokens += was_thinking or (splitter is not None and splitter.thinking)
+                    if stopped:
+                        finish = "stop"
+                        break
+                    if len(produced) >= budget:
+                        break
+                    if splitter is not None and splitter.thinking and params.reasoning_budget is not None \
+                            and thinking_tokens >= params.reasoning_budget:
+                        closing = self.tokenize(FORCED_CLOSE)
+                        break
+                if not closing or len(produced) + len(closing) >= budget:
                     break
-                produced += 1
-                text, stopped = stops.feed(decoder.decode(llm.detokenize([token])))
-                if text:
-                    yield text
-                if stopped:
-                    finish = "stop"
-                    break
-                if produced >= budget:
-                    break
+                # As llama.cpp's reasoning budget does: the model is made to close its thinking,
+                # then goes on from there (its cache holds everything up to the close).
+                log.debug("%s: reasoning_budget %d reached; closing the thinking", self.name,
+                          params.reasoning_budget)
+                capped = True
+                produced += closing
+                text, _ = stops.feed(decoder.decode(FORCED_CLOSE.encode("utf-8")))
+                yield from pieces(text)
         except Exception as exc:
             llm.reset()  # the context may hold half a batch; start the next request clean
             if self.cancel.is_set():
@@ -229,9 +271,10 @@ class LlamaCppModel:
                 raise OutOfMemory(f"{self.name} ran out of memory while generating") from None
             raise
         tail = "" if stops.stopped else stops.flush(decoder.decode(b"", final=True))
-        if tail:
-            yield tail
-        yield GenerationEnd(finish, len(tokens), produced)
+        yield from pieces(tail)
+        if splitter is not None:
+            yield from splitter.flush()
+        yield end_of(splitter, finish, len(tokens), len(produced), thinking_tokens, reasoning_capped=capped)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         raise GenerationError(f"{self.name} was not loaded for embeddings")

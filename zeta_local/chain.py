@@ -26,8 +26,8 @@ from zeta_local.pool import ModelPool
 from zeta_local.results import (BUSY, BUSY_REROUTED, CANCELLED, CONTEXT_OVERFLOW, COOLING_DOWN, DEADLINE,
                                 DOES_NOT_FIT, ERROR, HEALTH_OUTCOMES, INVALID_FILE, LOAD_FAILED, MISSING,
                                 OK, OUT_OF_MEMORY, QUARANTINED, QUEUE_FULL, TIMEOUT_FIRST_TOKEN, UNREACHABLE, Attempt,
-                                Done, EmbeddingResult, Fallback, GenerationResult, RouteDecision,
-                                StreamEvent, TextChunk, Usage)
+                                Done, EmbeddingResult, Fallback, GenerationResult, ReasoningChunk,
+                                RouteDecision, StreamEvent, TextChunk, Usage)
 from zeta_local.sampling import SamplingOverrides
 from zeta_local.thinking import NO_SWITCH, ThinkingChoice
 from zeta_local.thinking import resolve as resolve_thinking
@@ -72,9 +72,10 @@ class ChainWalker:
                  sampling: SamplingOverrides, decision: RouteDecision, budgets: dict[str, Any],
                  cancel: CancelToken | None, thinking: bool | str | None = None) -> Iterator[StreamEvent]:
         """The stream of one generation request; a model that fails mid-answer is followed by
-        the next one continuing from the text so far. Each attempt is sampled with what the
-        caller set, else its own model's defaults, else [router]'s; a chat's thinking is
-        resolved likewise (thinking.py), and each attempt's detail says what it was."""
+        the next one continuing from the answer so far (never from its thinking). Each attempt
+        is sampled with what the caller set, else its own model's defaults, else the task's,
+        else [router]'s; a chat's thinking is resolved likewise (thinking.py), and each
+        attempt's detail says what it was."""
         deadline_at = time.monotonic() + (budgets.get("deadline_s") or self.config.router.deadline_s)
         attempts: list[Attempt] = []
         text_so_far = ""
@@ -93,15 +94,18 @@ class ChainWalker:
                 remaining.remove(idle)
                 remaining[:0] = [idle, name]  # should the idle one fail, this one is still there
                 continue
-            params = sampling.for_model(self.config.router, self.config.models[name])
+            choice = None if messages is None else CONTINUING if text_so_far else \
+                resolve_thinking(thinking, self.config.models[name], decision.task)
+            params = sampling.for_model(self.config.router, self.config.models[name],
+                                        self.config.tasks.get(decision.task),
+                                        thinking=bool(choice and choice.on), chat=messages is not None)
             log.debug("%s: sampling with %s", name, params)
-            choice = resolve_thinking(thinking, self.config.models[name], decision.task) \
-                if messages is not None else None
             job = Job(model=name, prompt=prompt, messages=messages, params=params, prefix=text_so_far,
                       thinking=None if choice is None else choice.on)
             started = time.monotonic()
             first_text_at: float | None = None
             produced: list[str] = []
+            thoughts: list[str] = []
             end: GenerationEnd | None = None
             for kind, *rest in self._attempt(job, embedding=False, deadline_at=deadline_at,
                                              budgets=budgets, cancel=cancel,
@@ -110,25 +114,31 @@ class ChainWalker:
                     first_text_at = first_text_at or time.monotonic()
                     produced.append(rest[0])
                     yield TextChunk(rest[0], name)
+                elif kind == "reasoning":
+                    first_text_at = first_text_at or time.monotonic()
+                    thoughts.append(rest[0])
+                    yield ReasoningChunk(rest[0], name)
                 elif kind == "end":
                     end = rest[0]
                 else:  # ("failed", outcome, detail)
                     outcome, detail = rest
             seconds = time.monotonic() - started
-            tokens = (end.prompt_tokens, end.completion_tokens) if end else (job.prompt_tokens, len(produced))
+            tokens = (end.prompt_tokens, end.completion_tokens) if end else \
+                (job.prompt_tokens, len(produced) + len(thoughts))
             timing = (started, first_text_at, started + seconds)
             if end is not None:
                 estimated = " (estimated: the engine gave no usage)" if end.usage_estimated else ""
                 attempt = Attempt(name, OK, f"{end.completion_tokens} tokens{estimated} in {seconds:.2f} s"
-                                  f"{_thinking_note(job, choice)}", seconds)
+                                  f"{_thinking_note(job, choice, end)}", seconds)
                 self._record(decision.task, attempt, bool(attempts), timing, tokens)
                 attempts.append(attempt)
                 yield Done(GenerationResult(
                     text=text_so_far + "".join(produced), model=name, task=decision.task,
                     finish_reason=end.finish_reason,
                     usage=Usage(end.prompt_tokens, end.completion_tokens,
-                                time.monotonic() - job.generating_since),
-                    route=decision, attempts=tuple(attempts)))
+                                time.monotonic() - job.generating_since,
+                                end.reasoning_tokens, end.reasoning_seconds),
+                    route=decision, attempts=tuple(attempts), reasoning="".join(thoughts)))
                 return
             attempt = Attempt(name, outcome, detail + _thinking_note(job, choice), seconds)
             self._record(decision.task, attempt, bool(attempts), timing, tokens)
@@ -248,8 +258,8 @@ class ChainWalker:
             if cancel is not None:
                 cancel.attach(job)
             for event in _events(job, deadline_at, self.config.router.cancel_grace_s):
-                if event[0] in ("text", "end", "vectors", "loaded"):
-                    if event[0] != "text":
+                if event[0] in ("text", "reasoning", "end", "vectors", "loaded"):
+                    if event[0] not in ("text", "reasoning"):
                         verdict = OK
                     yield event
                     continue
@@ -283,12 +293,21 @@ class ChainWalker:
                 self._pool.learn(name, embedding, verdict)
 
 
-def _thinking_note(job: Job, choice: ThinkingChoice | None) -> str:
+# A model continuing another's answer does not think first: the answer has begun.
+CONTINUING = ThinkingChoice(False, "continuing an answer")
+
+
+def _thinking_note(job: Job, choice: ThinkingChoice | None, end: GenerationEnd | None = None) -> str:
     """`; thinking off (auto: code)` for an attempt whose chat was rendered (or sent), or that
-    its template has no switch; nothing for a plain prompt or a model that never got that far."""
+    its template has no switch; nothing for a plain prompt or a model that never got that far.
+    An answer that thought says for how long, and whether its budget closed the thinking."""
     if choice is None or job.thinking_switch is None:
         return ""
-    return f"; {choice.describe() if job.thinking_switch else NO_SWITCH}"
+    note = f"; {choice.describe() if job.thinking_switch else NO_SWITCH}"
+    if end is not None and (end.reasoning_tokens or end.reasoning_capped):
+        note += f"; thought {end.reasoning_tokens} tokens in {end.reasoning_seconds:.2f} s" + \
+            (" (closed at reasoning_budget)" if end.reasoning_capped else "")
+    return note
 
 
 def _log_hop(name: str, outcome: str, detail: str, following: str | None) -> None:
@@ -307,5 +326,5 @@ def _events(job: Job, deadline_at: float, grace_s: float) -> Iterator[tuple[Any,
             event = job.events.get_nowait() if not job.events.empty() else \
                 ("tripped", DEADLINE, "the request's deadline (deadline_s) passed")
         yield event
-        if event[0] != "text":
+        if event[0] not in ("text", "reasoning"):
             return

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from zeta_local.config import Config, load_config
 from zeta_local.errors import FallbackExhausted, InvalidRequest, ZetaError
-from zeta_local.results import Done, Fallback, GenerationResult, TextChunk
+from zeta_local.results import Done, Fallback, GenerationResult, ReasoningChunk, TextChunk
 
 PROG = "zeta-local"
 EXIT_FAILED = 1  # the request or the config failed
@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--max-tokens", type=int, metavar="N")
     ask.add_argument("--temperature", type=float, metavar="T")
     ask.add_argument("--seed", type=int, metavar="N")
+    ask.add_argument("--think", choices=("auto", "on", "off"), dest="thinking",
+                     help="whether a model with a thinking mode (Qwen3) thinks first; auto "
+                          "(models.toml's default): for reason tasks only")
+    ask.add_argument("--reasoning-budget", type=int, metavar="N",
+                     help="close the thinking after N tokens and answer")
+    ask.add_argument("--show-reasoning", action="store_true",
+                     help="print the model's thinking (to stderr) as it thinks; hidden by default")
     ask.add_argument("--raw", action="store_true",
                      help="plain completion of the prompt instead of a chat turn")
     ask.add_argument("--json", action="store_true",
@@ -193,7 +200,9 @@ def _router(args: argparse.Namespace) -> Any:
 def _ask(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise InvalidRequest("the prompt is empty; nothing to answer")
-    sampling = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
+    sampling = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
+                "reasoning_budget": args.reasoning_budget,
+                "thinking": {"on": True, "off": False}.get(args.thinking, args.thinking)}
     request: Any = args.prompt if args.raw else [{"role": "user", "content": args.prompt}]
     with _router(args) as router:
         if args.json:
@@ -201,8 +210,20 @@ def _ask(args: argparse.Namespace) -> int:
             _print_json(_result_json(result))
             return 0
         result = None
+        thinking = False  # the thinking is being shown, and its line is not ended yet
         try:
             for event in router.stream(request, task=args.task, **sampling):
+                if isinstance(event, ReasoningChunk):
+                    if args.show_reasoning:
+                        if not thinking:
+                            sys.stderr.write(f"[{event.model} is thinking]\n")
+                        thinking = True
+                        sys.stderr.write(event.text)
+                        sys.stderr.flush()
+                    continue
+                if thinking:
+                    sys.stderr.write("\n[done thinking]\n")
+                    thinking = False
                 if isinstance(event, TextChunk):
                     sys.stdout.write(event.text)
                     sys.stdout.flush()
@@ -220,9 +241,13 @@ def _ask(args: argparse.Namespace) -> int:
             sys.stdout.flush()
     assert result is not None
     usage = result.usage
+    thought = ""
+    if usage.reasoning_tokens or result.reasoning:
+        thought = (f"; thought {usage.reasoning_tokens} tokens in {usage.reasoning_seconds:.2f} s"
+                   + ("" if args.show_reasoning else " (--show-reasoning shows it)"))
     _err(f"answered by {result.model} (task {result.task}: {result.route.reason}); "
          f"{usage.completion_tokens} tokens in {usage.seconds:.2f} s, "
-         f"{usage.tokens_per_s:.1f} tokens/s"
+         f"{usage.tokens_per_s:.1f} tokens/s{thought}"
          + (", cut at max_tokens" if result.finish_reason == "length" else ""))
     return 0
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from zeta_local.errors import ConfigError
 from zeta_local.prompt_format import CHAT_FORMATS
-from zeta_local.sampling import INTEGER_SAMPLING_KEYS, MODEL_SAMPLING_KEYS, sampling_problem
+from zeta_local.sampling import INTEGER_SAMPLING_KEYS, MODEL_SAMPLING_KEYS, TASK_SAMPLING_KEYS, sampling_problem
 from zeta_local.thinking import thinking_problem
 
 if sys.version_info >= (3, 11):
@@ -68,6 +68,9 @@ class ModelSpec:
     top_p: float | None = None
     top_k: int | None = None
     repeat_penalty: float | None = None
+    # The same keys for an attempt that thinks ([models.NAME.when_thinking]): a reasoning model's
+    # authors may recommend other values in its thinking mode (Qwen3's do). (key, value) pairs.
+    when_thinking: tuple[tuple[str, float], ...] = ()
     # "auto" (on when some layers are on a GPU), True or False; a table without the key takes
     # [router] flash_attn.
     flash_attn: bool | str = "auto"
@@ -111,6 +114,9 @@ class RouterSettings:
     # the vocabulary for every token (README: "What a repetition penalty costs").
     repeat_penalty: float = 1.0
     seed: int | None = None  # None: a fresh random seed per request
+    # The most tokens a chat's thinking may take before it is closed (reasoning.py); None: no
+    # cap but max_tokens. Per task ([tasks.NAME]) and per call overridable.
+    reasoning_budget: int | None = None
     n_threads: int | None = None  # None: one per physical core
     # Watchdog budgets, in seconds (see watchdog.py). Per model and per call overridable.
     load_timeout_s: float = 120.0
@@ -159,12 +165,22 @@ class RouterSettings:
 
 
 @dataclass(frozen=True)
+class TaskSettings:
+    """`[tasks.NAME]`: what a task's requests get unless the caller says otherwise; None = the
+    [router] value. A reasoning task needs room to think that a chat does not."""
+
+    max_tokens: int | None = None
+    reasoning_budget: int | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path  # the file it was read from
     models: Mapping[str, ModelSpec]
     routes: Mapping[str, tuple[str, ...]]
     router: RouterSettings = field(default_factory=RouterSettings)
     strict_order: frozenset[str] = frozenset()  # tasks whose fallbacks keep the chain's order
+    tasks: Mapping[str, TaskSettings] = field(default_factory=dict)
 
     def routes_using(self, model: str) -> list[str]:
         return [task for task, chain in self.routes.items() if model in chain]
@@ -271,7 +287,7 @@ MODEL_BUDGET_KEYS = ("load_timeout_s", "first_token_timeout_s", "stall_timeout_s
 _MODEL_KEYS = ("path", "hf_repo", "hf_file", "hf_revision", "package", "sha256", "description",
                "n_ctx", "n_batch", "n_gpu_layers", "chat_format", "capabilities", "pinned",
                "keep_alive_s", "allow_partial_offload", "flash_attn", "thinking", "endpoint", "remote_model",
-               "api_key_env") + MODEL_BUDGET_KEYS + MODEL_SAMPLING_KEYS
+               "api_key_env", "when_thinking") + MODEL_BUDGET_KEYS + MODEL_SAMPLING_KEYS
 # Keys that only mean something for a GGUF run in this process: an error on a remote model,
 # whose engine decides them itself (its own context, batch, offload, template and memory).
 LOCAL_ONLY_KEYS = ("sha256", "hf_revision", "n_ctx", "n_batch", "n_gpu_layers", "chat_format",
@@ -279,7 +295,7 @@ LOCAL_ONLY_KEYS = ("sha256", "hf_revision", "n_ctx", "n_batch", "n_gpu_layers", 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ROUTER_SECONDS = ("load_timeout_s", "first_token_timeout_s", "first_token_s_per_1k_tokens",
                    "stall_timeout_s", "deadline_s", "cancel_grace_s", "fail_window_s", "cooldown_s")
-_ROUTER_SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed")
+_ROUTER_SAMPLING = ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed", "reasoning_budget")
 _ROUTER_KEYS = _ROUTER_SAMPLING + ("n_threads",) + _ROUTER_SECONDS + (
     "queue_size", "allowed_fails", "ram_budget", "vram_budget", "memory_headroom", "flash_attn", "thinking",
     "uncertain_below", "uncertain_task", "affinity", "semantic_routing", "semantic_examples",
@@ -292,14 +308,28 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
     models_data = top.take("models", dict)
     routes_data = top.take("routes", dict)
     router = _parse_router(_Table(file, "router", top.take("router", dict, {})))
-    top.done(("models", "routes", "router"))
+    tasks = _parse_tasks(_Table(file, "tasks", top.take("tasks", dict, {})))
+    top.done(("models", "routes", "router", "tasks"))
     if not models_data:
         top.fail("models", "declare at least one [models.NAME] table")
     models = {name: _parse_model(file, name, table, router) for name, table in models_data.items()}
     if routes_data is None:
         top.fail("routes", f"missing; add a [routes] table with a chain for each of {', '.join(TASKS)}")
     routes, strict = _parse_routes(_Table(file, "routes", routes_data), models)
-    return Config(path=file, models=models, routes=routes, router=router, strict_order=strict)
+    return Config(path=file, models=models, routes=routes, router=router, strict_order=strict, tasks=tasks)
+
+
+def _parse_tasks(t: _Table) -> dict[str, TaskSettings]:
+    """[tasks.code], [tasks.reason], [tasks.chat]: max_tokens and reasoning_budget per task."""
+    tasks = {}
+    for task in GENERATE_TASKS:
+        data = t.take(task, dict)
+        if data is not None:
+            table = _Table(t.file, f"tasks.{task}", data)
+            tasks[task] = TaskSettings(**{key: _sampling(table, key, None) for key in TASK_SAMPLING_KEYS})
+            table.done(TASK_SAMPLING_KEYS)
+    t.done(GENERATE_TASKS)
+    return tasks
 
 
 def _parse_router(t: _Table) -> RouterSettings:
@@ -447,6 +477,7 @@ def _parse_model(file: Path, name: str, data: Any, router: RouterSettings) -> Mo
         keep_alive_s=_float_or_none(t.take("keep_alive_s", (int, float), None, _positive)),
         allow_partial_offload=t.take("allow_partial_offload", bool, False),
         **{key: _sampling(t, key, None) for key in MODEL_SAMPLING_KEYS},
+        when_thinking=_when_thinking(t),
         flash_attn=_flash_attn(t, router.flash_attn),
         thinking=_thinking(t, router.thinking),
         endpoint=endpoint.rstrip("/") if endpoint is not None else None,
@@ -462,6 +493,17 @@ def _parse_model(file: Path, name: str, data: Any, router: RouterSettings) -> Mo
     if (hf_repo is None) != (hf_file is None):
         t.fail("hf_file" if hf_file is None else "hf_repo", "`hf_repo` and `hf_file` go together")
     return spec
+
+
+def _when_thinking(t: _Table) -> tuple[tuple[str, float], ...]:
+    """[models.NAME.when_thinking]: the model's sampling keys for an attempt that thinks."""
+    data = t.take("when_thinking", dict)
+    if data is None:
+        return ()
+    table = _Table(t.file, f"{t.name}.when_thinking", data)
+    values = {key: _sampling(table, key, None) for key in MODEL_SAMPLING_KEYS}
+    table.done(MODEL_SAMPLING_KEYS)
+    return tuple((key, value) for key, value in values.items() if value is not None)
 
 
 def _endpoint_problem(url: str) -> str | None:

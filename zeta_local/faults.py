@@ -15,6 +15,11 @@ Kinds:
     slow_token:MS    every token takes MS milliseconds longer
     flaky:P          a share P (0 to 1) of requests raise before their first text; the draws
                      are fresh in each process, or the same every run with $ZETA_FAULT_SEED set
+    script:FILE      every answer spells the text in FILE (UTF-8), token by token: a logits
+                     processor leaves only the script's next token possible, so the decode and
+                     sampling are real and the text is known. A script that opens with
+                     `<think> ... </think>` shows thinking and answer apart; should the reasoning
+                     budget close the thinking early, it goes on with the text after its close
 
 The model underneath is real, and hangs block *inside* llama.cpp (in its load-progress and
 abort callbacks), so they are stopped by exactly the path that stops a real hang.
@@ -35,16 +40,18 @@ from zeta_local.backend import Backend, GenerationEnd, LoadedModel, load_hook
 from zeta_local.config import ModelSpec
 from zeta_local.errors import GenerationError, InvalidRequest, ModelLoadError, OutOfMemory
 from zeta_local.gguf_info import GGUFInfo
+from zeta_local.reasoning import CLOSE, FORCED_CLOSE, Thought
 from zeta_local.sampling import SamplingParams
 
 ENV_VAR = "ZETA_INJECT_FAULTS"
 SEED_ENV_VAR = "ZETA_FAULT_SEED"
-# kind -> the number it takes: none, a count, or a probability
+# kind -> the argument it takes: none, a count, a probability, or a file
 KINDS: dict[str, type | None] = {
     "fail_load": None, "hang_load": None, "oom_load": None, "hang_prefill": None,
-    "stall_after": int, "raise_after": int, "slow_token": int, "flaky": float}
-_ITEM = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*=\s*([a-z_]+)(?::([0-9]*\.?[0-9]+))?\s*$")
-_ARGUMENT = {int: ":N", float: ":P"}
+    "stall_after": int, "raise_after": int, "slow_token": int, "flaky": float, "script": Path}
+_ITEM = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*=\s*([a-z_]+)(?::([^;]*?))?\s*$")
+_NUMBER = re.compile(r"^[0-9]*\.?[0-9]+$")
+_ARGUMENT = {int: ":N", float: ":P", Path: ":FILE"}
 _POLL_S = 0.001  # how often a blocked hook looks at its cancel flag
 
 
@@ -52,8 +59,11 @@ _POLL_S = 0.001  # how often a blocked hook looks at its cancel flag
 class Fault:
     kind: str
     count: float = 0  # N of stall_after/raise_after/slow_token, P of flaky
+    text: str = ""  # script's text
 
     def __str__(self) -> str:
+        if KINDS[self.kind] is Path:
+            return f"{self.kind} ({len(self.text)} characters)"
         return f"{self.kind}:{self.count:g}" if KINDS[self.kind] else self.kind
 
 
@@ -62,16 +72,33 @@ def parse_faults(text: str) -> dict[str, Fault]:
     faults: dict[str, Fault] = {}
     for item in filter(str.strip, text.split(";")):
         match = _ITEM.match(item)
-        number = KINDS.get(match.group(2), str) if match else str
+        kind = KINDS.get(match.group(2), str) if match else str
         argument = match.group(3) if match else None
-        if number is str or (number is None) != (argument is None) or \
-                (number is int and not argument.isdigit()) or (number is float and float(argument) > 1):
+        if kind is str or (kind is None) != (argument is None) or \
+                (kind in (int, float) and not _NUMBER.match(argument)) or \
+                (kind is int and not argument.isdigit()) or (kind is float and float(argument) > 1) or \
+                (kind is Path and not argument.strip()):
             raise InvalidRequest(
                 f"{ENV_VAR}: cannot read {item.strip()!r}; write MODEL=KIND separated by ';', with "
                 f"KIND one of {', '.join(k + _ARGUMENT.get(n, '') for k, n in KINDS.items())} "
-                f"(N a whole number, P a share from 0 to 1)")
-        faults[match.group(1)] = Fault(match.group(2), number(argument) if number else 0)
+                f"(N a whole number, P a share from 0 to 1, FILE a text file)")
+        name = match.group(1)
+        if kind is Path:
+            faults[name] = Fault(match.group(2), text=_script(argument.strip()))
+        else:
+            faults[name] = Fault(match.group(2), kind(argument) if kind else 0)
     return faults
+
+
+def _script(file: str) -> str:
+    try:
+        text = Path(file).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"{ENV_VAR}: script:{file}: cannot read it "
+                             f"({getattr(exc, 'strerror', None) or exc})") from None
+    if not text:
+        raise InvalidRequest(f"{ENV_VAR}: script:{file}: the file is empty; write the answer to spell")
+    return text
 
 
 def _block_until(cancel: threading.Event | None) -> Callable[[], None]:
@@ -142,12 +169,17 @@ class _FaultyModel:
     def render_chat(self, messages: list[dict[str, str]], template_vars: Any = None) -> Any:
         return self.inner.render_chat(messages, template_vars)
 
-    def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | GenerationEnd]:
+    def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | Thought | GenerationEnd]:
         kind, count = self.fault.kind, self.fault.count
         if self._flakes():
             raise GenerationError(f"injected fault {self.fault}: this request is one of its failures")
         if kind == "hang_prefill":
             self.inner.decode_hook = _block_until(self.inner.cancel)
+        if kind == "script":
+            tokenize = getattr(self.inner, "tokenize", None)
+            if tokenize is None:
+                raise GenerationError(f"injected fault {self.fault}: needs a llama.cpp generation model")
+            self.inner.logits_hook = [_Spelling(tokenize, self.fault.text, self.inner.end_token)]
         pieces = 0
         try:
             for item in self.inner.generate(prompt, params):
@@ -155,12 +187,14 @@ class _FaultyModel:
                     raise GenerationError(f"injected fault {self.fault} after {pieces} pieces of text")
                 if kind == "slow_token":
                     self.inner.cancel.wait(count / 1000)
-                pieces += isinstance(item, str)
+                pieces += not isinstance(item, GenerationEnd)  # thinking or answer
                 if kind == "stall_after" and pieces >= count:
                     self.inner.decode_hook = _block_until(self.inner.cancel)
                 yield item
         finally:
             self.inner.decode_hook = None
+            if kind == "script":
+                self.inner.logits_hook = None
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if self.fault.kind == "raise_after" or self._flakes():
@@ -174,3 +208,31 @@ class _FaultyModel:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class _Spelling:
+    """A llama-cpp-python logits processor that leaves one token possible: the script's next,
+    then the end of text. Should the reasoning budget close the thinking early (the tokens
+    made stop following the script), it spells the script's answer, after its `</think>`."""
+
+    def __init__(self, tokenize: Callable[[str], list[int]], text: str, end_token: int):
+        self._script = tokenize(text)
+        _, closed, answer = text.partition(CLOSE)
+        self._answer = tokenize(answer.lstrip()) if closed else []
+        self._close = tokenize(FORCED_CLOSE)
+        self._end = end_token
+        self._start: int | None = None  # where the answer begins in the sequence
+
+    def __call__(self, input_ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        if self._start is None:  # the first call comes right after the prompt
+            self._start = len(input_ids)
+        made = [int(t) for t in input_ids[self._start:]]
+        if made == self._script[:len(made)]:
+            following = self._script[len(made):]
+        else:
+            at = next((i + len(self._close) for i in range(len(made) - len(self._close), -1, -1)
+                       if made[i:i + len(self._close)] == self._close), len(made))
+            following = self._answer[len(made) - at:]
+        logits[:] = -np.inf
+        logits[following[0] if following else self._end] = 0.0
+        return logits

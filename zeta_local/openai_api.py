@@ -137,6 +137,10 @@ class ChatMessage(BaseModel):
     name: str | None = None  # a participant's name; the models' templates have no place for it
     tool_calls: Any = None
     refusal: Any = None
+    # An earlier answer's thinking, as this server (and llama.cpp's, DeepSeek's) returned it.
+    # Accepted and dropped: a turn's thinking is not part of the conversation (Qwen3's own
+    # template drops it from earlier turns too).
+    reasoning_content: Any = None
 
 
 class ChatRequest(_Generation):
@@ -144,10 +148,16 @@ class ChatRequest(_Generation):
     # vLLM's and llama.cpp's server's field for a template's own variables. Only the thinking
     # switch is taken (thinking.py): the router's other variables are its own to set.
     chat_template_kwargs: dict[str, Any] | None = None
+    # The most tokens the thinking may take before it is closed (as llama.cpp's server's
+    # --reasoning-budget, per request); the answer's thinking comes back as reasoning_content.
+    reasoning_budget: int | None = None
 
     def sampling(self) -> dict[str, Any]:
-        """As for any generation, plus `thinking` from chat_template_kwargs.enable_thinking."""
+        """As for any generation, plus `thinking` from chat_template_kwargs.enable_thinking,
+        and reasoning_budget."""
         options = super().sampling()
+        if self.reasoning_budget is not None:
+            options["reasoning_budget"] = self.reasoning_budget
         kwargs = self.chat_template_kwargs or {}
         unknown = sorted(set(kwargs) - {TEMPLATE_SWITCH})
         if unknown:
@@ -239,9 +249,11 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def usage_json(usage: Usage) -> dict[str, int]:
+def usage_json(usage: Usage) -> dict[str, Any]:
+    """OpenAI's usage; completion_tokens counts the thinking, as its details say how much."""
     return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
+            "total_tokens": usage.total_tokens,
+            "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens}}
 
 
 def attempts_json(attempts: tuple[Attempt, ...] | list[Attempt]) -> list[dict[str, Any]]:
@@ -274,7 +286,10 @@ def fallback_json(event: Fallback) -> dict[str, Any]:
 
 def completion_json(result: GenerationResult, *, chat: bool, request_id: str, created: int) -> dict[str, Any]:
     if chat:
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": result.text},
+        message = {"role": "assistant", "content": result.text}
+        if result.reasoning:  # llama.cpp's server's and DeepSeek's field for the thinking
+            message["reasoning_content"] = result.reasoning
+        choice: dict[str, Any] = {"index": 0, "message": message,
                                   "logprobs": None, "finish_reason": result.finish_reason}
     else:
         choice = {"index": 0, "text": result.text, "logprobs": None,
@@ -285,13 +300,16 @@ def completion_json(result: GenerationResult, *, chat: bool, request_id: str, cr
 
 
 def chunk_json(*, chat: bool, request_id: str, created: int, model: str, text: str | None = None,
-               role: bool = False, finish_reason: str | None = None,
+               reasoning: str | None = None, role: bool = False, finish_reason: str | None = None,
                zeta: dict[str, Any] | None = None, include_usage: bool = False) -> dict[str, Any]:
-    """One streamed chunk. `model` is the model that produced this chunk's text."""
+    """One streamed chunk. `model` is the model that produced this chunk's text (or thinking,
+    as a chat delta's reasoning_content)."""
     if chat:
         delta: dict[str, Any] = {"role": "assistant"} if role else {}
         if text is not None:
             delta["content"] = text
+        if reasoning is not None:
+            delta["reasoning_content"] = reasoning
         choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None,
                                   "finish_reason": finish_reason}
     else:

@@ -29,10 +29,11 @@ from typing import Any, Callable, Iterator
 import httpx
 import numpy as np
 
-from zeta_local.backend import Aborted, GenerationEnd
+from zeta_local.backend import Aborted, GenerationEnd, end_of
 from zeta_local.config import ModelSpec
 from zeta_local.errors import EngineBusy, EngineUnreachable, GenerationError, ModelLoadError
 from zeta_local.prompt_format import RenderedPrompt
+from zeta_local.reasoning import ThinkSplitter, Thought
 from zeta_local.remote_http import CancelWatch, check_response, read_json, sse_events
 from zeta_local.sampling import SamplingParams
 from zeta_local.thinking import TEMPLATE_SWITCH
@@ -165,13 +166,13 @@ class RemoteModel:
     def render_chat(self, messages: list[dict[str, str]], template_vars: Any = None) -> RenderedPrompt:
         raise GenerationError(f"{self.name} is remote: its engine renders chats (generate_chat)")
 
-    def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | GenerationEnd]:
+    def generate(self, prompt: str, params: SamplingParams) -> Iterator[str | Thought | GenerationEnd]:
         """A plain prompt through /completions (text another model began is already appended)."""
         body = {"prompt": prompt} | self._sampling(params)
-        return self._stream("completions", body, len(prompt), chat=False)
+        return self._stream("completions", body, len(prompt), chat=False, split=False)
 
     def generate_chat(self, messages: list[dict[str, str]], prefix: str, params: SamplingParams,
-                      thinking: bool | None = None) -> Iterator[str | GenerationEnd]:
+                      thinking: bool | None = None) -> Iterator[str | Thought | GenerationEnd]:
         """A chat through /chat/completions, the messages as they are (the engine renders them);
         `prefix`, text another model began, goes as a trailing assistant message to continue.
         `thinking` goes as chat_template_kwargs {"enable_thinking": ...}, the field vLLM,
@@ -181,7 +182,8 @@ class RemoteModel:
         body = {"messages": messages} | self._sampling(params)
         if thinking is not None:
             body["chat_template_kwargs"] = {TEMPLATE_SWITCH: thinking}
-        return self._stream("chat/completions", body, sum(len(m["content"]) for m in messages), chat=True)
+        return self._stream("chat/completions", body, sum(len(m["content"]) for m in messages), chat=True,
+                            split=params.split_thinking)
 
     def _sampling(self, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True},
@@ -197,11 +199,16 @@ class RemoteModel:
             body["stop"] = list(params.stop)
         return body
 
-    def _stream(self, path: str, body: dict[str, Any], prompt_chars: int,
-                chat: bool) -> Iterator[str | GenerationEnd]:
+    def _stream(self, path: str, body: dict[str, Any], prompt_chars: int, *,
+                chat: bool, split: bool) -> Iterator[str | Thought | GenerationEnd]:
+        """The engine's stream as pieces. A chat's thinking comes apart from its answer either
+        way an engine sends it: in `reasoning_content` (llama.cpp's server, DeepSeek; vLLM's
+        `reasoning`), or as a `<think>` block at the start of the content (an engine that
+        does not parse it), which the splitter cuts out as the local backend does."""
         what = f"{self.endpoint}/{path}"
         client = self._open()
-        finish, usage, pieces = "stop", None, 0
+        splitter = ThinkSplitter() if split else None
+        finish, usage, pieces, thoughts = "stop", None, 0, 0
         with CancelWatch(self.cancel, self.name) as watch:
             try:
                 with client.stream("POST", path, json={"model": self.remote_model} | body,
@@ -214,10 +221,13 @@ class RemoteModel:
                         if isinstance(event.get("usage"), dict):
                             usage = event["usage"]
                         for choice in event.get("choices") or []:
-                            text = _text_of(choice, chat)
+                            thought, text = _text_of(choice, chat)
+                            if thought:
+                                thoughts += 1
+                                yield Thought(thought)
                             if text:
                                 pieces += 1
-                                yield text
+                                yield from splitter.feed(text) if splitter else [text]
                             if choice.get("finish_reason"):
                                 finish = "length" if choice["finish_reason"] == "length" else "stop"
             except httpx.TransportError as exc:
@@ -228,10 +238,16 @@ class RemoteModel:
                 raise
         if self.cancel.is_set():
             raise Aborted(f"{self.name}: request cancelled")
+        if splitter is not None:
+            yield from splitter.flush()
+        details = (usage or {}).get("completion_tokens_details") or {}
+        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+        if not isinstance(reasoning, int):  # one piece a token, as below
+            reasoning = thoughts
         if usage and isinstance(usage.get("prompt_tokens"), int) and isinstance(usage.get("completion_tokens"), int):
-            yield GenerationEnd(finish, usage["prompt_tokens"], usage["completion_tokens"])
+            yield end_of(splitter, finish, usage["prompt_tokens"], usage["completion_tokens"], reasoning)
         else:  # the engine gave no usage: about 4 characters a token, one piece a token
-            yield GenerationEnd(finish, prompt_chars // 4, pieces, usage_estimated=True)
+            yield end_of(splitter, finish, prompt_chars // 4, pieces + thoughts, reasoning, usage_estimated=True)
 
     # ---- embeddings ---------------------------------------------------------------------
 
@@ -290,12 +306,15 @@ class RemoteModel:
             client.close()
 
 
-def _text_of(choice: dict[str, Any], chat: bool) -> str:
-    """A chunk's text: a chat delta's content, or a completion's text (a full message when the
-    engine answered without streaming)."""
-    if chat:
-        part = choice.get("delta") or choice.get("message") or {}
-        text = part.get("content") if isinstance(part, dict) else None
-    else:
+def _text_of(choice: dict[str, Any], chat: bool) -> tuple[str, str]:
+    """A chunk's (thinking, text): a chat delta's reasoning_content (or reasoning) and content,
+    or a completion's text (a full message when the engine answered without streaming)."""
+    if not chat:
         text = choice.get("text")
-    return text if isinstance(text, str) else ""
+        return "", text if isinstance(text, str) else ""
+    part = choice.get("delta") or choice.get("message") or {}
+    if not isinstance(part, dict):
+        return "", ""
+    thought = part.get("reasoning_content") or part.get("reasoning")
+    text = part.get("content")
+    return (thought if isinstance(thought, str) else "", text if isinstance(text, str) else "")

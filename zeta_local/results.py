@@ -78,8 +78,10 @@ class RouteDecision:
 @dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int  # the thinking's tokens and the answer's
     seconds: float  # generation time of the answering model, its load excluded
+    reasoning_tokens: int = 0  # of completion_tokens, how many were thinking
+    reasoning_seconds: float = 0.0  # how long it thought, from its block's opening to its close
 
     @property
     def total_tokens(self) -> int:
@@ -92,7 +94,10 @@ class Usage:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """The answer to generate()/chat(): the text, who produced it, and what was tried before."""
+    """The answer to generate()/chat(): the text, who produced it, and what was tried before.
+
+    `text` is the answer alone; `reasoning` is the answering model's thinking (the inside of the
+    `<think>` block a chat's answer opened with: reasoning.py), "" when it did not think."""
 
     text: str
     model: str
@@ -101,6 +106,7 @@ class GenerationResult:
     usage: Usage
     route: RouteDecision
     attempts: tuple[Attempt, ...]
+    reasoning: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -130,8 +136,8 @@ class EmbeddingResult:
         }
 
 
-# Events of router.stream(): text as it is produced, a notice when the answering model
-# changes, and one final event carrying the whole result.
+# Events of router.stream(): text as it is produced (the thinking and the answer apart), a
+# notice when the answering model changes, and one final event carrying the whole result.
 
 
 @dataclass(frozen=True)
@@ -141,12 +147,22 @@ class TextChunk:
 
 
 @dataclass(frozen=True)
+class ReasoningChunk:
+    """A piece of the model's thinking, before its answer: shown or hidden as the caller likes,
+    never part of the answer's text."""
+
+    text: str
+    model: str
+
+
+@dataclass(frozen=True)
 class Fallback:
     """The model that was answering failed; `to_model` is tried next.
 
     `text_so_far` is the answer streamed before the failure (empty when the failed model had
-    produced nothing). The next model continues from it: its text follows on directly, and the
-    final result's text is the whole answer."""
+    produced nothing, or only thinking). The next model continues from it: its text follows on
+    directly, and the final result's text is the whole answer. The failed model's thinking is
+    not passed on: the next model thinks for itself, or, continuing an answer, not at all."""
 
     from_model: str
     to_model: str
@@ -178,7 +194,7 @@ class Done:
     result: GenerationResult
 
 
-StreamEvent = Union[TextChunk, Fallback, Done]
+StreamEvent = Union[TextChunk, ReasoningChunk, Fallback, Done]
 
 
 class Stream(Iterator[StreamEvent]):

@@ -2,8 +2,10 @@
 each attempt, resolved for the model that makes it.
 
 Per key, the caller's value wins; else the answering model's own default (its [models.NAME]
-table: how its authors say to sample it); else [router]. A request that falls back to another
-model is sampled the way that model wants, except where the caller said otherwise.
+table: how its authors say to sample it, and its [models.NAME.when_thinking] table for an
+attempt that thinks); else the task's ([tasks.NAME]: max_tokens and reasoning_budget); else
+[router]. A request that falls back to another model is sampled the way that model wants,
+except where the caller said otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from zeta_local.errors import InvalidRequest
 
 if TYPE_CHECKING:  # config imports this module for its bounds
-    from zeta_local.config import ModelSpec, RouterSettings
+    from zeta_local.config import ModelSpec, RouterSettings, TaskSettings
 
 MAX_STOP_STRINGS = 16
 
@@ -28,16 +30,23 @@ class SamplingParams:
     top_k: int
     repeat_penalty: float
     seed: int | None
+    # The most tokens a chat's thinking may take before it is closed for it (reasoning.py);
+    # None: no cap but max_tokens, which counts the thinking and the answer together.
+    reasoning_budget: int | None = None
     stop: tuple[str, ...] = ()
+    # Not the caller's: set for a chat, whose answer may open with a thinking block to split off.
+    split_thinking: bool = False
 
     def with_stop(self, extra: tuple[str, ...]) -> SamplingParams:
         return replace(self, stop=self.stop + tuple(s for s in extra if s not in self.stop))
 
 
-SAMPLING_KEYS = tuple(f.name for f in fields(SamplingParams))
-# What a [models.NAME] table may set for itself; the rest belongs to the request or [router].
+SAMPLING_KEYS = tuple(f.name for f in fields(SamplingParams) if f.name != "split_thinking")
+# What a [models.NAME] table may set for itself (and for its thinking mode, in when_thinking);
+# what a [tasks.NAME] table may; the rest belongs to the request or [router].
 MODEL_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "repeat_penalty")
-INTEGER_SAMPLING_KEYS = ("max_tokens", "top_k", "seed")
+TASK_SAMPLING_KEYS = ("max_tokens", "reasoning_budget")
+INTEGER_SAMPLING_KEYS = ("max_tokens", "top_k", "seed", "reasoning_budget")
 
 # (lower bound, upper bound, whether the lower bound itself is allowed); the upper bounds catch
 # absurd values (a temperature of 1e9) that would only produce noise. One rule for models.toml
@@ -49,6 +58,7 @@ _BOUNDS: dict[str, tuple[float, float, bool]] = {
     "top_k": (0, 1 << 20, True),
     "repeat_penalty": (0, 100, False),
     "seed": (0, (1 << 32) - 1, True),
+    "reasoning_budget": (0, 1 << 20, True),  # 0: close the thinking as soon as it opens
 }
 
 
@@ -73,6 +83,7 @@ class SamplingOverrides:
     top_k: int | None = None
     repeat_penalty: float | None = None
     seed: int | None = None
+    reasoning_budget: int | None = None
     stop: tuple[str, ...] = ()
 
     @classmethod
@@ -98,14 +109,21 @@ class SamplingOverrides:
         floats = {k: float(v) for k, v in values.items() if k not in INTEGER_SAMPLING_KEYS}
         return cls(**(values | floats), stop=tuple(stop))
 
-    def for_model(self, router: RouterSettings, model: ModelSpec) -> SamplingParams:
+    def for_model(self, router: RouterSettings, model: ModelSpec, task: TaskSettings | None = None, *,
+                  thinking: bool = False, chat: bool = False) -> SamplingParams:
         """The parameters of an attempt on `model`: per key, the caller's value, else the
-        model's own default, else [router]."""
+        model's own default (its thinking mode's, when the attempt thinks), else the task's,
+        else [router]. `chat`: the answer is split into thinking and text."""
+        own = dict(model.when_thinking) if thinking else {}
 
         def pick(key: str) -> Any:
-            value = getattr(self, key)
-            if value is None and key in MODEL_SAMPLING_KEYS:
-                value = getattr(model, key)
-            return value if value is not None else getattr(router, key)
+            for value in (getattr(self, key),
+                          own.get(key) if key in MODEL_SAMPLING_KEYS else None,
+                          getattr(model, key) if key in MODEL_SAMPLING_KEYS else None,
+                          getattr(task, key) if key in TASK_SAMPLING_KEYS and task else None):
+                if value is not None:
+                    return value
+            return getattr(router, key)
 
-        return SamplingParams(**{k: pick(k) for k in SAMPLING_KEYS if k != "stop"}, stop=self.stop)
+        return SamplingParams(**{k: pick(k) for k in SAMPLING_KEYS if k != "stop"}, stop=self.stop,
+                              split_thinking=chat)

@@ -39,7 +39,7 @@ from zeta_local.openai_api import (AUTO, EMBED_TASK, GENERATION_TASKS, ChatReque
                                    new_id, now, usage_chunk_json, validation_error, zeta_json)
 from zeta_local.results import (BUSY, CONTEXT_OVERFLOW, COOLING_DOWN, DOES_NOT_FIT, INVALID_FILE, MISSING,
                                 QUARANTINED, QUEUE_FULL, Done, Fallback, GenerationResult,
-                                TextChunk)
+                                ReasoningChunk, TextChunk)
 from zeta_local.router import ZetaDynamicRouter
 
 log = logging.getLogger(__name__)
@@ -318,9 +318,9 @@ async def _sse(call: _Call, first: list[Any], *, chat: bool, include_usage: bool
             event = pending.pop(0) if pending else await call.next()
             if isinstance(event, Fallback):
                 hop = event
-            elif isinstance(event, TextChunk):
-                yield chunk(event.model, text=event.text,
-                            zeta={"fallback": fallback_json(hop)} if hop else None)
+            elif isinstance(event, (TextChunk, ReasoningChunk)):
+                piece = {"text": event.text} if isinstance(event, TextChunk) else {"reasoning": event.text}
+                yield chunk(event.model, **piece, zeta={"fallback": fallback_json(hop)} if hop else None)
                 hop = None
             elif isinstance(event, Done):
                 result: GenerationResult = event.result

@@ -15,33 +15,38 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFWriter, TokenType
 
-N_VOCAB = 3 + 256
 
 
-def _vocab() -> tuple[list[bytes], list[float], list[int]]:
+def _vocab(exact_text: bool) -> tuple[list[bytes], list[float], list[int]]:
     tokens = [b"<unk>", b"<s>", b"</s>"] + [f"<0x{i:02X}>".encode() for i in range(256)]
     types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL] + [TokenType.BYTE] * 256
-    return tokens, [0.0] * N_VOCAB, [int(t) for t in types]
+    if exact_text:  # SentencePiece writes a space as "▁": a token of its own reads back as " "
+        tokens.append("▁".encode())
+        types.append(TokenType.NORMAL)
+    return tokens, [0.0] * len(tokens), [int(t) for t in types]
 
 
 def write_tiny_model(path: str | os.PathLike[str], *, seed: int = 0, n_embd: int = 64,
                      n_layers: int = 2, n_head: int = 4, n_ff: int = 128,
                      context_length: int = 2048, chat_template: str | None = None,
-                     drop_tensors: tuple[str, ...] = ()) -> Path:
+                     drop_tensors: tuple[str, ...] = (), exact_text: bool = False) -> Path:
     """Write one model. `drop_tensors` leaves tensors out so that llama.cpp refuses to load a
-    file whose header is perfectly valid (a real load failure, not a simulated one)."""
+    file whose header is perfectly valid (a real load failure, not a simulated one).
+    `exact_text=True` makes any text tokenize and read back exactly, as a BPE vocabulary (Qwen's)
+    does: no leading space added, a space a token of its own. A scripted answer needs it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     head_dim = n_embd // n_head
+    tokens, scores, types = _vocab(exact_text)
 
     def weights(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.5).astype(np.float32)
 
     tensors = {
-        "token_embd.weight": weights(N_VOCAB, n_embd),
+        "token_embd.weight": weights(len(tokens), n_embd),
         "output_norm.weight": np.ones(n_embd, dtype=np.float32),
-        "output.weight": weights(N_VOCAB, n_embd),
+        "output.weight": weights(len(tokens), n_embd),
     }
     for i in range(n_layers):
         tensors |= {
@@ -69,7 +74,6 @@ def write_tiny_model(path: str | os.PathLike[str], *, seed: int = 0, n_embd: int
     writer.add_head_count_kv(n_head)
     writer.add_rope_dimension_count(head_dim)
     writer.add_layer_norm_rms_eps(1e-5)
-    tokens, scores, types = _vocab()
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
@@ -78,6 +82,8 @@ def write_tiny_model(path: str | os.PathLike[str], *, seed: int = 0, n_embd: int
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(True)
+    if exact_text:
+        writer.add_add_space_prefix(False)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
     for name, array in tensors.items():

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from zeta_local.backend import Aborted, GenerationEnd, LoadedModel
 from zeta_local.errors import ModelLoadError, OutOfMemory
+from zeta_local.reasoning import Thought
 from zeta_local.sampling import SamplingParams
 from zeta_local.thinking import TEMPLATE_SWITCH
 
@@ -214,9 +215,9 @@ class ModelWorker:
                 job.events.put(("end", piece))
             else:
                 job.last_token_at = time.monotonic()
-                if job.phase != DECODING:
+                if job.phase != DECODING:  # thinking is progress too: its budgets are the answer's
                     job.enter(DECODING)
-                job.events.put(("text", piece))
+                job.events.put(("reasoning", piece.text) if isinstance(piece, Thought) else ("text", piece))
 
     @staticmethod
     def _start(job: Job, prompt_chars: int) -> None:
