@@ -43,31 +43,34 @@ def toml_value(value: Any) -> str:
 
 
 def dump_toml(data: dict[str, Any]) -> str:
-    """Enough TOML for models.toml: [router], [models.NAME] and [routes] tables of scalars."""
+    """Enough TOML for models.toml: tables (nested ones too, such as [models.NAME] and
+    [models.NAME.when_thinking]) of scalars and lists."""
     lines: list[str] = []
-    for table, body in data.items():
-        if table == "models":
-            for name, model in body.items():
-                lines.append(f'[models."{name}"]')
-                lines += [f"{k} = {toml_value(v)}" for k, v in model.items()]
-                lines.append("")
-        else:
-            lines.append(f"[{table}]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in body.items()]
+
+    def table(path: list[str], body: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in body.items() if not isinstance(v, dict)}
+        if path and (scalars or len(scalars) == len(body)):
+            lines.append("[" + ".".join(f'"{p}"' for p in path) + "]")
+            lines.extend(f'"{k}" = {toml_value(v)}' for k, v in scalars.items())
             lines.append("")
+        for key, value in body.items():
+            if isinstance(value, dict):
+                table(path + [key], value)
+
+    table([], data)
     return "\n".join(lines)
 
 
 @pytest.fixture
 def write_config(tmp_path: Path, tiny_models: dict[str, Path]) -> Callable[..., Path]:
-    """write_config(models={name: table}, routes={task: chain}, router={...}) -> path.
+    """write_config(models={name: table}, routes={task: chain}, router={...}, tasks={...}) -> path.
 
     Model tables may use `model = "tiny-a"` (a role of `tiny_models`) instead of `path`.
     Tasks not given in `routes` get the chain of `default_chain`."""
 
     def write(models: dict[str, dict[str, Any]], routes: dict[str, list[str]] | None = None,
               router: dict[str, Any] | None = None, default_chain: list[str] | None = None,
-              name: str = "models.toml") -> Path:
+              name: str = "models.toml", tasks: dict[str, dict[str, Any]] | None = None) -> Path:
         resolved = {}
         for model_name, table in models.items():
             table = dict(table)
@@ -80,6 +83,8 @@ def write_config(tmp_path: Path, tiny_models: dict[str, Path]) -> Callable[..., 
         data: dict[str, Any] = {"router": {"max_tokens": 16, "seed": 7,
                                            "metrics_path": str(tmp_path / "metrics.sqlite3")} | (router or {}),
                                 "models": resolved, "routes": all_routes}
+        if tasks:
+            data["tasks"] = tasks
         path = tmp_path / name
         path.write_text(dump_toml(data))
         return path

@@ -43,20 +43,24 @@ def reference(template: str, messages: list[dict[str, str]], **kwargs: Any) -> s
 
 
 class PromptRecordingBackend:
-    """The real backend, remembering each prompt a model was asked to continue: what the router
-    actually sent, after its own rendering (bench_baseline.RecordingBackend's pattern)."""
+    """The real backend, remembering each prompt a model was asked to continue, and the
+    sampling it was given: what the router actually sent, after its own rendering
+    (bench_baseline.RecordingBackend's pattern)."""
 
     def __init__(self) -> None:
         self._inner = LlamaCppBackend()
         self.prompts: dict[str, list[str]] = {}
+        self.params: dict[str, list[Any]] = {}
 
     def load(self, spec: Any, path: Path, info: Any, **options: Any) -> Any:
         model = self._inner.load(spec, path, info, **options)
         if not options.get("embedding"):
             generate, prompts = model.generate, self.prompts.setdefault(spec.name, [])
+            params_given = self.params.setdefault(spec.name, [])
 
             def recorded(prompt: str, params: Any) -> Any:
                 prompts.append(prompt)
+                params_given.append(params)
                 return generate(prompt, params)
 
             model.generate = recorded

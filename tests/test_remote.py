@@ -42,10 +42,13 @@ def _free_port() -> int:
 class FakeEngine:
     """An OpenAI-compatible engine on a thread. `mode` says how it answers the next requests:
     ok (streams WORDS), hang (accepts, never answers), stall (three chunks, then silence),
-    error500, busy429 (Retry-After: 3), html, cut (three chunks, then the body ends). It records each request's path, body and
-    Authorization header, and when a client hung up on a request it held open."""
+    error500, busy429 (Retry-After: 3), html, cut (three chunks, then the body ends), think (a
+    `<think>` block in the content, as an engine that does not parse thinking sends it, then
+    WORDS). It records each request's path, body and Authorization header, and when a client
+    hung up on a request it held open."""
 
     WORDS = ["Once", " upon", " a", " time", " there", " was", " a", " router", "."]
+    THINKING = ["<th", "ink>\nA story", ", then.\n</th", "ink>\n\n"]
 
     def __init__(self) -> None:
         self.mode = "ok"
@@ -98,7 +101,8 @@ class FakeEngine:
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
                 self.end_headers()
-                words = engine.WORDS[:3] if mode in ("stall", "cut") else engine.WORDS
+                words = engine.WORDS[:3] if mode in ("stall", "cut") else \
+                    engine.THINKING + engine.WORDS if mode == "think" else engine.WORDS
                 for word in words:
                     choice = {"index": 0, "delta": {"content": word}} if chat else {"index": 0, "text": word}
                     self._event({"choices": [choice]})
@@ -310,6 +314,16 @@ def test_chat_goes_as_messages_and_sampling_is_passed_on(remote_router, engine):
     assert "chat_template_kwargs" not in engine.requests[1]["body"]  # no template renders a prompt
     zeta.chat([{"role": "user", "content": "Why?"}], task="chat", thinking=True)
     assert engine.requests[2]["body"]["chat_template_kwargs"] == {"enable_thinking": True}
+
+
+def test_a_think_block_in_an_engines_content_is_cut_out_as_thinking(remote_router, engine):
+    """An engine that does not parse thinking (no --reasoning-format) sends it as content: the
+    chat's answer is still the answer alone. A plain completion is left as it came."""
+    engine.mode = "think"
+    zeta = remote_router()
+    result = zeta.chat([{"role": "user", "content": "Tell me a story"}], task="chat")
+    assert (result.reasoning, result.text) == ("A story, then.", "".join(engine.WORDS))
+    assert zeta.generate("Tell me a story", task="chat").text == "".join(engine.THINKING + engine.WORDS)
 
 
 @pytest.mark.parametrize("chat", [True, False], ids=["chat", "prompt"])
