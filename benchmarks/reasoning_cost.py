@@ -1,8 +1,8 @@
 """What keeping a model's thinking apart costs, and what closing it at the reasoning budget costs.
 
 Through the router, on Gemma 3 270M (the shipped `tiny`), whose answers are scripted (the
-`script` fault: real decoding and sampling, one token left possible) to a 200-word thinking
-block and a short answer, alternating run by run:
+`script` fault: real decoding and sampling, one token left possible) to a thinking block of
+about 280 tokens and a short answer, alternating run by run:
 
 - chat: a chat, whose answer the router splits into thinking and text as it streams;
 - plain: the same script as a plain prompt, never split (the baseline);
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-THINKING = " ".join(f"step {i}: the next thing to weigh is item {i}." for i in range(1, 34))
+THINKING = " ".join(f"step {i}: the next thing to weigh is item {i}." for i in range(1, 21))
 SCRIPT = f"<think>\n{THINKING}\n</think>\n\nThe answer is forty-two, after weighing every item."
 QUESTION = "What is the answer?"
 BUDGET = 64
