@@ -322,6 +322,8 @@ def test_the_server_returns_the_thinking_as_reasoning_content(scripted_server):
     assert reply.status_code == 200, reply.text
     message = reply.json()["choices"][0]["message"]
     assert message["content"] == A_ANSWER and len(message["reasoning_content"]) < 10
+    reply = httpx.post(url, timeout=60, json={"model": "reason", "messages": QUESTION, "reasoning_budget": -1})
+    assert reply.status_code == 400 and "reasoning_budget must be >= 0" in reply.text
 
 
 def test_the_server_streams_the_thinking_as_reasoning_content_deltas(scripted_server):
