@@ -1,6 +1,7 @@
 """Assemble the classifier's labelled set from the extracts in tests/data/classifier/sources/.
 
-Writes tests/data/classifier/tuning.jsonl and tests/data/classifier/heldout.jsonl, and
+Writes tests/data/classifier/tuning.jsonl, tests/data/classifier/heldout.jsonl,
+tests/data/classifier/heldout_v2.jsonl (held-out v2: every row of the HELDOUT_V2 sources), and
 zeta_local/data/routing_examples.jsonl: a seeded sample of the tuning part that the package
 ships for its semantic routing stage, without the rows whose licence asks more than
 attribution (NOT_PACKAGED).
@@ -16,6 +17,9 @@ attribution (NOT_PACKAGED).
 * Training-only sources (TRAINING_ONLY) are not split: all their rows go to tuning.  They are
   listed last in SOURCES and take no part in the split (no group, no draw from the generator),
   so adding or editing them never changes which of the other rows are held out.
+* Held-out v2 sources (HELDOUT_V2) are read after all the others and are not split: all their
+  rows go to heldout_v2.jsonl.  They must share no row with any other source, nor with each
+  other: a duplicate stops the build (it is never silently dropped).
 * Output is sorted by (source, task, sha) and written with sorted keys, so rerunning gives
   byte-identical files.  `--check` verifies the committed files instead of writing them.
 
@@ -69,6 +73,16 @@ SOURCES = [
     ("zeta_handwritten_v6b.jsonl", "zeta-handwritten-v6b"),
     ("zeta_handwritten_v6c.jsonl", "zeta-handwritten-v6c"),
 ]
+# Held-out v2: written apart from everything above, frozen before any classifier ran on it (see
+# the data README); every row goes to heldout_v2.jsonl, none to tuning.
+HELDOUT_V2_SOURCES = [
+    ("heldout2_handwritten.jsonl", "zeta-heldout2-handwritten"),
+    ("heldout2_gsm8k.jsonl", "gsm8k-heldout2"),
+    ("heldout2_bbh.jsonl", "bbh-heldout2"),
+    ("heldout2_mbpp.jsonl", "mbpp-heldout2"),
+    ("heldout2_dolly.jsonl", "dolly-15k-heldout2"),
+]
+HELDOUT_V2 = {source for _, source in HELDOUT_V2_SOURCES}
 # sources whose rows all go to tuning, leaving the held-out split as it was
 TRAINING_ONLY = {"zeta-handwritten-v3", "zeta-handwritten-v4a", "zeta-handwritten-v4b", "gsm8k-train",
                  "bbh-extra", "mbpp-extra", "humaneval-extra", "self-instruct-seed", "nq-open",
@@ -88,7 +102,7 @@ def load():
     order = [source in TRAINING_ONLY for _, source in SOURCES]
     if order != sorted(order):
         sys.exit("training-only sources must come last in SOURCES")
-    for name, source in SOURCES:
+    for name, source in SOURCES + HELDOUT_V2_SOURCES:
         path = DATA / "sources" / name
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             rec = json.loads(line)
@@ -97,6 +111,8 @@ def load():
                 sys.exit("%s:%d: bad row" % (name, lineno))
             key = normalise(prompt)
             if key in seen:
+                if source in HELDOUT_V2:
+                    sys.exit("%s:%d: held-out v2 row duplicates an earlier row" % (name, lineno))
                 if seen[key] != task:
                     sys.exit("%s:%d: duplicate with a different label" % (name, lineno))
                 dropped[source] += 1
@@ -111,6 +127,8 @@ def split(rows):
     groups = collections.defaultdict(list)
     tuning, heldout = [], []
     for r in rows:
+        if r["source"] in HELDOUT_V2:
+            continue
         if r["source"] in TRAINING_ONLY:
             tuning.append(r)
         else:
@@ -148,7 +166,9 @@ def main():
     args = ap.parse_args()
     rows, dropped = load()
     tuning, heldout = split(rows)
+    heldout_v2 = [r for r in rows if r["source"] in HELDOUT_V2]
     outputs = {DATA / "tuning.jsonl": render(tuning), DATA / "heldout.jsonl": render(heldout),
+               DATA / "heldout_v2.jsonl": render(heldout_v2),
                PACKAGED: render(packaged_sample(tuning))}
     if args.check:
         bad = [str(p.relative_to(ROOT)) for p, text in outputs.items()
@@ -160,17 +180,20 @@ def main():
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text, encoding="utf-8")
     counts = collections.Counter((r["task"], r["source"], s) for s, part in
-                                 (("tuning", tuning), ("heldout", heldout)) for r in part)
-    print("rows: %d (tuning %d, held-out %d); duplicates dropped: %s"
-          % (len(rows), len(tuning), len(heldout), dict(sorted(dropped.items())) or "none"))
+                                 (("tuning", tuning), ("heldout", heldout), ("v2", heldout_v2)) for r in part)
+    print("rows: %d (tuning %d, held-out %d, held-out v2 %d); duplicates dropped: %s"
+          % (len(rows), len(tuning), len(heldout), len(heldout_v2), dict(sorted(dropped.items())) or "none"))
     for task in TASKS:
         total = sum(v for (t, _, _), v in counts.items() if t == task)
         print("%-6s %4d (%.1f %%)" % (task, total, 100.0 * total / len(rows)))
-        for _, source in SOURCES:
+        for _, source in SOURCES + HELDOUT_V2_SOURCES:
             t = counts[(task, source, "tuning")]
             h = counts[(task, source, "heldout")]
+            v = counts[(task, source, "v2")]
             if t or h:
-                print("    %-20s %4d  tuning %4d  held-out %4d" % (source, t + h, t, h))
+                print("    %-26s %4d  tuning %4d  held-out %4d" % (source, t + h, t, h))
+            if v:
+                print("    %-26s %4d  held-out v2 %4d" % (source, v, v))
 
 
 if __name__ == "__main__":
