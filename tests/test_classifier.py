@@ -344,14 +344,15 @@ def test_normal_prompts_take_well_under_a_millisecond():
 
 # ---------------------------------------------------------------- two stages, calibration, held-out targets
 #
-# tests/data/classifier/heldout.jsonl is never used to fit anything (rules, weights, gate,
-# calibration): scripts/train_classifier.py reads tuning.jsonl only.
+# tests/data/classifier/heldout_v2.jsonl (the held-out part since 2026-11-26; the spent v1
+# held-out is now in tuning) is never used to fit anything (rules, weights, gate, calibration):
+# scripts/train_classifier.py reads tuning.jsonl only.
 
 from zeta_local import classifier_eval as ce  # noqa: E402
 from zeta_local import classifier_training as ct  # noqa: E402
 from zeta_local import learned_classifier as lc  # noqa: E402
 
-HELDOUT = ROOT / "tests" / "data" / "classifier" / "heldout.jsonl"
+HELDOUT = ROOT / "tests" / "data" / "classifier" / "heldout_v2.jsonl"
 
 
 @pytest.fixture(scope="module")
