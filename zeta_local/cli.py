@@ -210,20 +210,20 @@ def _ask(args: argparse.Namespace) -> int:
             _print_json(_result_json(result))
             return 0
         result = None
-        thinking = False  # the thinking is being shown, and its line is not ended yet
+        showing = False  # the thinking is being shown, and its line is not ended yet
         try:
             for event in router.stream(request, task=args.task, **sampling):
                 if isinstance(event, ReasoningChunk):
                     if args.show_reasoning:
-                        if not thinking:
+                        if not showing:
                             sys.stderr.write(f"[{event.model} is thinking]\n")
-                        thinking = True
+                        showing = True
                         sys.stderr.write(event.text)
                         sys.stderr.flush()
                     continue
-                if thinking:
+                if showing:
                     sys.stderr.write("\n[done thinking]\n")
-                    thinking = False
+                    showing = False
                 if isinstance(event, TextChunk):
                     sys.stdout.write(event.text)
                     sys.stdout.flush()

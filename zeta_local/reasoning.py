@@ -55,11 +55,6 @@ class ThinkSplitter:
         return self._state == _THINKING
 
     @property
-    def thought(self) -> bool:
-        """Whether the answer had a thinking block at all."""
-        return self.started_at is not None
-
-    @property
     def seconds(self) -> float:
         """How long it thought: from its block's opening to its close (or to now)."""
         if self.started_at is None:
