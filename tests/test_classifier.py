@@ -477,6 +477,20 @@ def test_training_round_trip_and_determinism(tmp_path):
         assert np.allclose(got, expected[i], atol=0.05)  # float16 storage
 
 
+def test_class_weights_shift_the_fit_and_even_weights_change_nothing():
+    """Per-task loss weights (chosen by cross-validation in train()): equal weights are the plain
+    fit, and weighting one task up makes the fit lean towards that task."""
+    rows = _labelled()
+    data = ct.featurize([r["prompt"] for r in rows], [r["task"] for r in rows])
+    plain = ct.fit(data, 1e-3)
+    even = ct.fit(data, 1e-3, (2.0, 2.0, 2.0))
+    assert np.array_equal(plain[0], even[0]) and np.allclose(plain[1], even[1]) and np.allclose(plain[2], even[2])
+    code = C.rules.TASKS.index("code")
+    p_code = [ct._softmax(ct.predict_logits(data, *fitted))[:, code].mean()
+              for fitted in (plain, ct.fit(data, 1e-3, (20.0, 1.0, 1.0)))]
+    assert p_code[1] > p_code[0]
+
+
 def test_load_refuses_weights_from_other_features(tmp_path, monkeypatch):
     path = tmp_path / "w.npz"
     ct.write(ct.train([r["prompt"] for r in _labelled()], [r["task"] for r in _labelled()], folds=2,
