@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Out-of-fold (cross-validated) accuracy of the whole classifier on the tuning prompts only.
 
-Run from the repository root:  python scripts/oof_classifier.py [--lam 1e-6] [--misses FILE]
+Run from the repository root:  python scripts/oof_classifier.py [--lam 1e-6] [--class-weights 2,1,1] [--misses FILE]
 
 The yardstick for choosing changes to rules, features or training: the learned stage is fitted
 on 4 folds and predicts the 5th (the folds and gate rule of classifier_training.train), the
@@ -37,6 +37,8 @@ def main() -> int:
     parser.add_argument("--tuning", type=Path, default=TUNING)
     parser.add_argument("--lam", type=float, nargs="+", default=[1e-6])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--class-weights", type=lambda s: tuple(float(x) for x in s.split(",")), default=None,
+                        help="per-task loss weights code,reason,chat (default: none, the plain fit)")
     parser.add_argument("--misses", type=Path, help="write the out-of-fold misses (tuning only) here as jsonl")
     args = parser.parse_args()
 
@@ -50,7 +52,7 @@ def main() -> int:
     rule_task = np.array([rules.TASKS.index(d.task) for d in data.decisions])
     for lam in args.lam:
         t0 = time.time()
-        oof = ct.out_of_fold(data, lam, fold)
+        oof = ct.out_of_fold(data, lam, fold, args.class_weights)
         learned_task = oof.argmax(axis=1)
         scored = [(float(np.where(strength >= g, rule_task == data.y, learned_task == data.y).mean()), g)
                   for g in ct.GATES]

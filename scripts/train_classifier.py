@@ -37,7 +37,8 @@ def main() -> int:
     trained = classifier_training.train([r["prompt"] for r in rows], [r["task"] for r in rows], seed=args.seed)
     print("\n".join(trained.report))
     meta = (f"tuning={args.tuning.name} rows={len(rows)} sha256={hashlib.sha256(raw).hexdigest()[:16]} "
-            f"seed={args.seed} l2={trained.lam:g}")
+            f"seed={args.seed} l2={trained.lam:g} class_weights="
+            + ("none" if trained.class_weight is None else "/".join(f"{c:g}" for c in trained.class_weight)))
     classifier_training.write(trained, args.out, meta)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB): {meta}")
     return 0

@@ -360,15 +360,18 @@ def heldout() -> ce.Evaluation:
     return ce.evaluate(ce.load_rows(HELDOUT))
 
 
-# Two of the issue's targets are not met on held-out v2, measured once after it was frozen and
+# Two of the issue's targets are not met on held-out v2. First measured after it was frozen and
 # the learned stage retrained on tuning.jsonl with v1 held-out folded in (2026-11-26): accuracy
 # 0.968 (632 of 653; target 0.97) and chat recall 0.944 (202 of 214; target 0.95; code 0.986,
-# reason 0.972). Strict, so meeting them fails loudly here. (On the spent v1 held-out the
-# figures were 0.967 and recall 1.000 / 0.951 / 0.951; the two sets are not comparable.)
+# reason 0.972). Measured a second (and last) time after one change chosen on the tuning part
+# alone (per-task loss weights, code 3 / reason 1 / chat 1, picked by out-of-fold accuracy
+# 0.9482 -> 0.9498; 2026-11-26): accuracy 0.965 (630 of 653), recall code 0.986, reason 0.968,
+# chat 0.939 (201 of 214). Strict, so meeting them fails loudly here. (On the spent v1 held-out
+# the figures were 0.967 and recall 1.000 / 0.951 / 0.951; the sets are not comparable.)
 _NOT_MET_ACCURACY = pytest.mark.xfail(strict=True, reason="issue 11 target not met on held-out v2 "
-                                      "(accuracy 0.968, 632 of 653)")
+                                      "(accuracy 0.965, 630 of 653)")
 _NOT_MET_RECALL = pytest.mark.xfail(strict=True, reason="issue 11 target not met on held-out v2 "
-                                    "(chat recall 0.944, 202 of 214)")
+                                    "(chat recall 0.939, 201 of 214)")
 
 
 @_NOT_MET_ACCURACY
@@ -386,8 +389,9 @@ def test_heldout_confident_decisions_are_right_98_percent_of_the_time(heldout: c
 
 
 def test_heldout_floor_holds(heldout: ce.Evaluation):
-    """What the classifier does reach today (held-out v2, 2026-11-26: accuracy 0.968, lowest recall
-    0.944, confident decisions 0.981 right); a change that falls below it is a regression."""
+    """What the classifier does reach today (held-out v2, 2026-11-26, second measurement: accuracy
+    0.965, lowest recall 0.939, confident decisions 0.981 right; the first gave 0.968, 0.944,
+    0.981); a change that falls below it is a regression."""
     assert heldout.accuracy >= 0.95
     assert min(heldout.recall.values()) >= 0.92
     assert heldout.high_confidence_accuracy >= 0.98
@@ -454,7 +458,8 @@ def test_shipped_weights_load_and_match_the_feature_code():
     assert 0.0 <= model.gate <= 1.0 and model.temperature > 0
     # A small file: under 1 MiB. (The budget was 1,000,000 bytes; retrained on 8,031 tuning prompts
     # with the v1 held-out folded in, the file is 1,005,794 bytes, 139,092 weighted buckets against
-    # 135,222, and the model was not to change after the one held-out v2 measurement.)
+    # 135,222, and the model was not to change after the one held-out v2 measurement. With the
+    # class weights of the second measurement it is 1,006,231 bytes, the same buckets.)
     assert lc.WEIGHTS_PATH.stat().st_size < 1_048_576
 
 
@@ -475,6 +480,20 @@ def test_training_round_trip_and_determinism(tmp_path):
         text = C.rules.scan_text(prompt)
         got = model.logits(lc.extract(text, C.rules.decide(text)))
         assert np.allclose(got, expected[i], atol=0.05)  # float16 storage
+
+
+def test_class_weights_shift_the_fit_and_even_weights_change_nothing():
+    """Per-task loss weights (chosen by cross-validation in train()): equal weights are the plain
+    fit, and weighting one task up makes the fit lean towards that task."""
+    rows = _labelled()
+    data = ct.featurize([r["prompt"] for r in rows], [r["task"] for r in rows])
+    plain = ct.fit(data, 1e-3)
+    even = ct.fit(data, 1e-3, (2.0, 2.0, 2.0))
+    assert np.array_equal(plain[0], even[0]) and np.allclose(plain[1], even[1]) and np.allclose(plain[2], even[2])
+    code = C.rules.TASKS.index("code")
+    p_code = [ct._softmax(ct.predict_logits(data, *fitted))[:, code].mean()
+              for fitted in (plain, ct.fit(data, 1e-3, (20.0, 1.0, 1.0)))]
+    assert p_code[1] > p_code[0]
 
 
 def test_load_refuses_weights_from_other_features(tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
 """Fitting the learned classifier stage (numpy only, deterministic): used by scripts/train_classifier.py.
 
-Everything here is fitted on the tuning prompts only: the L2 strength by stratified k-fold
-cross-validation, the temperature on the out-of-fold predictions of the prompts the learned
-stage will decide, the gate by the out-of-fold accuracy of rules + learned together, and the
+Everything here is fitted on the tuning prompts only: the L2 strength and then per-task loss
+weights by stratified k-fold cross-validation, the temperature on the out-of-fold predictions
+of the prompts the learned stage will decide, the gate by the out-of-fold accuracy of rules + learned together, and the
 rules' confidence by Platt scaling on the tuning prompts the rules decide.
 """
 
@@ -23,6 +23,8 @@ LAMBDAS = (1e-7, 3e-7, 1e-6, 3e-6, 1e-5)
 FOLDS = 5
 MIN_DOCS = 2  # a bucket seen in a single training prompt carries an anecdote, not a pattern
 GATES = tuple(round(g, 2) for g in np.arange(0.0, 1.01, 0.05))
+# Per-task loss weights (code, reason, chat) tried at the chosen L2; (1, 1, 1) is the plain fit.
+CLASS_WEIGHTS = ((1.0, 1.0, 1.0), (1.0, 1.0, 1.5), (1.25, 1.0, 1.0), (1.5, 1.0, 1.0), (2.0, 1.0, 1.0), (3.0, 1.0, 1.0))
 
 
 @dataclass
@@ -124,7 +126,8 @@ def nb_gain(data: Dataset, alpha: float = 1.0) -> np.ndarray:
     return np.abs(ratio).max(axis=0)
 
 
-def fit(data: Dataset, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit(data: Dataset, lam: float, class_weight: tuple[float, ...] | None = None
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Multinomial logistic regression over features scaled by nb_gain(), mean log-loss +
     lam/2 |W|^2 (bias not penalised); the gains are folded back into the weights, so the
     model reads raw features at run time.
@@ -132,11 +135,13 @@ def fit(data: Dataset, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Returns (buckets, weights (len(TASKS), len(buckets)), bias). Only buckets seen in at
     least MIN_DOCS training prompts get a weight."""
     gain = nb_gain(data)
-    buckets, w, b = _fit(Dataset(data.row, data.col, data.val * gain[data.col], data.y, data.decisions), lam)
+    buckets, w, b = _fit(Dataset(data.row, data.col, data.val * gain[data.col], data.y, data.decisions), lam,
+                         class_weight)
     return buckets, w * gain[buckets], b
 
 
-def _fit(data: Dataset, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _fit(data: Dataset, lam: float, class_weight: tuple[float, ...] | None = None
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     k = len(rules.TASKS)
     pairs = np.unique(data.row.astype(np.int64) * learned.DIM + data.col)  # each (prompt, bucket) once
     buckets, doc_count = np.unique(pairs % learned.DIM, return_counts=True)
@@ -146,14 +151,18 @@ def _fit(data: Dataset, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     row, col, val = data.row[known], col[known], data.val[known]
     m, n = len(buckets), data.n
     onehot = np.eye(k)[data.y]
+    # Per-prompt loss weight: its task's class weight, normalised so the weights average 1 over
+    # the prompts (so lam means the same with and without class weights).
+    cw = np.ones(n) if class_weight is None else np.asarray(class_weight, dtype=np.float64)[data.y]
+    cw = (cw * (n / cw.sum()))[:, None]
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = x[:k * m].reshape(k, m), x[k * m:]
         z = np.stack([np.bincount(row, weights=val * w[t][col], minlength=n) for t in range(k)], axis=1) + b
         z -= z.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        loss = -(onehot * logp).sum() / n + 0.5 * lam * (w * w).sum()
-        g = (np.exp(logp) - onehot) / n
+        loss = -(cw * onehot * logp).sum() / n + 0.5 * lam * (w * w).sum()
+        g = cw * (np.exp(logp) - onehot) / n
         gw = np.stack([np.bincount(col, weights=val * g[row, t], minlength=m) for t in range(k)]) + lam * w
         return loss, np.concatenate([gw.ravel(), g.sum(axis=0)])
 
@@ -181,11 +190,12 @@ def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
     return fold
 
 
-def out_of_fold(data: Dataset, lam: float, fold: np.ndarray) -> np.ndarray:
+def out_of_fold(data: Dataset, lam: float, fold: np.ndarray,
+                class_weight: tuple[float, ...] | None = None) -> np.ndarray:
     logits = np.zeros((data.n, len(rules.TASKS)))
     for f in np.unique(fold):
         train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        buckets, w, b = fit(data.subset(train), lam)
+        buckets, w, b = fit(data.subset(train), lam, class_weight)
         logits[test] = predict_logits(data.subset(test), buckets, w, b)
     return logits
 
@@ -232,14 +242,21 @@ class Trained:
     weights: np.ndarray
     bias: np.ndarray
     lam: float
+    class_weight: tuple[float, ...] | None  # per-task loss weights (TASKS order); None: unweighted
     temperature: float
     gate: float
     rule_platt: tuple[float, float]
     report: list[str]  # what was chosen and why, for the script to print
 
 
+def recalls(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Recall of each task (in TASKS order)."""
+    return np.array([float((pred[y == c] == c).mean()) for c in range(len(rules.TASKS))])
+
+
 def train(prompts: list[str], tasks: list[str], *, seed: int = 0, folds: int = FOLDS,
-          lambdas: tuple[float, ...] = LAMBDAS) -> Trained:
+          lambdas: tuple[float, ...] = LAMBDAS,
+          class_weights: tuple[tuple[float, ...], ...] = CLASS_WEIGHTS) -> Trained:
     data = featurize(prompts, tasks)
     fold = stratified_folds(data.y, folds, seed)
     report = [f"{data.n} tuning prompts, {folds}-fold cross-validation, seed {seed}"]
@@ -255,6 +272,31 @@ def train(prompts: list[str], tasks: list[str], *, seed: int = 0, folds: int = F
             best = ((acc, -loss), lam, oof)
     _, lam, oof = best
     report.append(f"chosen L2 {lam:g}")
+
+    # Per-task loss weights, at the chosen L2: the most accurate out of fold among the weightings
+    # whose lowest per-task recall is no lower than the plain fit's (so a weighting never buys
+    # accuracy with its weakest task); among equals the higher lowest recall, then the lower
+    # log-loss. The plain fit always qualifies, so it stays unless a weighting beats it.
+    floor = recalls(oof.argmax(axis=1), data.y).min()
+    best_cw = None
+    for cw in class_weights:
+        cw = tuple(float(c) for c in cw)
+        cw_oof = oof if all(c == 1.0 for c in cw) else out_of_fold(data, lam, fold, cw)
+        pred = cw_oof.argmax(axis=1)
+        rec, acc, loss = recalls(pred, data.y), float((pred == data.y).mean()), log_loss(cw_oof, data.y)
+        ok = rec.min() >= floor - 1e-12
+        report.append(f"  class weights {'/'.join(f'{c:g}' for c in cw)}: out-of-fold accuracy {acc:.4f}, recall "
+                      + " ".join(f"{t} {r:.4f}" for t, r in zip(rules.TASKS, rec))
+                      + f", log-loss {loss:.4f}" + ("" if ok else " (lowest recall below the plain fit's)"))
+        if ok and (best_cw is None or (acc, rec.min(), -loss) > best_cw[0]):
+            best_cw = ((acc, rec.min(), -loss), cw, cw_oof)
+    if best_cw is None:  # no weighting given, or none qualifies: the plain fit
+        best_cw = (None, None, oof)
+    _, class_weight, oof = best_cw
+    if class_weight is not None and all(c == 1.0 for c in class_weight):
+        class_weight = None
+    report.append("chosen class weights " + ("none" if class_weight is None else
+                                             "/".join(f"{c:g}" for c in class_weight)))
 
     strength = np.array([d.strength for d in data.decisions])
     rule_task = np.array([rules.TASKS.index(d.task) for d in data.decisions])
@@ -281,9 +323,9 @@ def train(prompts: list[str], tasks: list[str], *, seed: int = 0, folds: int = F
                   f"{1 / (1 + np.exp(-(rule_platt[0] * gate + rule_platt[1]))):.3f} at the gate, "
                   f"{1 / (1 + np.exp(-(rule_platt[0] + rule_platt[1]))):.3f} at strength 1")
 
-    buckets, weights, bias = fit(data, lam)
+    buckets, weights, bias = fit(data, lam, class_weight)
     report.append(f"final fit: {len(buckets)} weighted buckets")
-    return Trained(buckets, weights, bias, lam, temperature, gate, rule_platt, report)
+    return Trained(buckets, weights, bias, lam, class_weight, temperature, gate, rule_platt, report)
 
 
 def write(trained: Trained, path: Path, meta: str = "") -> None:
