@@ -16,6 +16,9 @@ from zeta_local.backend import LlamaCppBackend
 TEMPLATES = Path(__file__).parent / "data" / "templates"
 QWEN3 = "Qwen-Qwen3-0.6B.jinja"  # general-4b, reason-14b
 QWEN25 = "Qwen-Qwen2.5-7B-Instruct.jinja"  # coder-7b
+QWEN3_TEXT = (TEMPLATES / QWEN3).read_text(encoding="utf-8")
+QWEN25_TEXT = (TEMPLATES / QWEN25).read_text(encoding="utf-8")
+EMPTY_THINK = "<think>\n\n</think>\n\n"  # what Qwen3's template adds with enable_thinking false
 
 SYSTEM_USER = [{"role": "system", "content": "You are terse."},
                {"role": "user", "content": "Name a prime."}]

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 from conftest import run_cli
-from real_templates import QWEN3, TEMPLATES, PromptRecordingBackend
+from real_templates import EMPTY_THINK, QWEN3_TEXT, PromptRecordingBackend
 
 from zeta_local import ZetaDynamicRouter
 from zeta_local.config import load_config
@@ -27,8 +27,6 @@ from zeta_local.reasoning import ThinkSplitter, Thought, starts_inside
 from zeta_local.results import Done, Fallback, ReasoningChunk, TextChunk
 from zeta_local.tiny_models import write_tiny_model
 
-QWEN3_TEXT = (TEMPLATES / QWEN3).read_text(encoding="utf-8")
-EMPTY_THINK = "<think>\n\n</think>\n\n"  # Qwen3's template with enable_thinking false
 
 A_THINKING = "The units first: 7 + 5 = 12, so 2 carry 1. Then the tens: 1 + 2 + 1 = 4."
 A_ANSWER = "17 + 25 = 42."
@@ -300,8 +298,7 @@ def test_the_shipped_models_toml_gives_reasoning_room_and_qwen3_its_two_modes():
 
 @pytest.fixture
 def scripted_server(serve, qwen3_gguf, tmp_path: Path):
-    script = tmp_path / "answer.txt"
-    script.write_text(SCRIPT_A, encoding="utf-8")
+    script = _script_file(tmp_path, "answer", SCRIPT_A)
     server, _ = serve({"qwen3": {"path": str(qwen3_gguf["a"]), "n_ctx": 1024}}, router={"max_tokens": 256},
                       faults=f"qwen3=script:{script}")
     return server
@@ -361,8 +358,7 @@ def cli_config(tmp_path: Path, qwen3_gguf: dict[str, Path]) -> tuple[Path, dict[
     template, whose answers are scripted."""
     from conftest import dump_toml
 
-    script = tmp_path / "answer.txt"
-    script.write_text(SCRIPT_A, encoding="utf-8")
+    script = _script_file(tmp_path, "answer", SCRIPT_A)
     config = tmp_path / "models.toml"
     config.write_text(dump_toml({
         "router": {"metrics": False, "seed": 3},

@@ -11,10 +11,10 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 from real_templates import (
-    QWEN3,
-    QWEN25,
+    EMPTY_THINK,
+    QWEN3_TEXT,
+    QWEN25_TEXT,
     SYSTEM_USER,
-    TEMPLATES,
     PromptRecordingBackend,
     reference,
 )
@@ -26,9 +26,6 @@ from zeta_local.openai_api import ChatRequest, RequestError
 from zeta_local.thinking import NO_SWITCH, has_thinking_switch
 from zeta_local.tiny_models import write_tiny_model
 
-EMPTY_THINK = "<think>\n\n</think>\n\n"  # Qwen3's template with enable_thinking false
-QWEN3_TEXT = (TEMPLATES / QWEN3).read_text(encoding="utf-8")
-QWEN25_TEXT = (TEMPLATES / QWEN25).read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
