@@ -6,7 +6,7 @@ Like scripts/extract_public_sources.py it reads local git mirrors of the upstrea
 build.  Every candidate already in any extract under sources/ is excluded by id; the rest are
 visited in a seeded order and a candidate is skipped when it is an exact duplicate (after
 normalisation) or a near duplicate (word-token Jaccard >= 0.6) of any row of any other extract
-or of a row already picked (scripts/heldout2_overlap.py), so held-out v2 shares no row and no
+or of a row already picked (scripts/heldout_overlap.py --version 2), so held-out v2 shares no row and no
 near copy with the tuning data.
 
 * gsm8k (test split): 30 questions, seed 101.
@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import heldout2_overlap as overlap  # noqa: E402
+import heldout_overlap as overlap  # noqa: E402
 
 SOURCES = overlap.SOURCES
 BBH_TASKS = ["logical_deduction_three_objects", "logical_deduction_five_objects", "web_of_lies", "navigate",
@@ -45,7 +45,7 @@ def show(mirrors, repo, path):
 def used_ids():
     ids = set()
     for path in SOURCES.glob("*.jsonl"):
-        if not path.name.startswith(overlap.PREFIX):
+        if not path.name.startswith(overlap.prefix(2)):
             ids |= {json.loads(line).get("id") for line in path.read_text(encoding="utf-8").splitlines()}
     return ids
 
@@ -71,7 +71,7 @@ def draw(candidates, n, index, picked):
 
 
 def main(mirrors, out):
-    index = overlap.existing_index()
+    index = overlap.existing_index(2)
     picked = overlap.Index()
     used = used_ids()
 

@@ -1,16 +1,16 @@
-"""Overlap check for held-out v2 (tests/data/classifier/sources/heldout2_*.jsonl).
+"""Overlap check for a held-out set (tests/data/classifier/sources/heldoutN_*.jsonl).
 
-Every held-out v2 row is compared with every row of every other extract under sources/ and with
-the other held-out v2 rows: an exact duplicate after normalisation (Unicode NFKC, casefolded,
+Every row of the held-out version given (--version, default the one being written) is compared
+with every row of every other extract under sources/ and with the other rows of that version: an exact duplicate after normalisation (Unicode NFKC, casefolded,
 whitespace collapsed, as scripts/build_labelled_set.py does) or a near duplicate (Jaccard >=
 THRESHOLD over the sets of word tokens of the normalised texts) is reported by id and score
 only; the text of the other row is never printed (the older extracts hold the spent v1 held-out
 rows, which must not steer new prompts).  Exit status 1 if anything is reported.
 
-The public extracts were drawn with scripts/extract_heldout2_public.py, which uses
+The public extracts of v2 were drawn with scripts/extract_heldout2_public.py, which uses
 `overlapping()` below to skip a candidate and draw the next one instead.
 
-usage: python scripts/heldout2_overlap.py [--threshold 0.6]
+usage: python scripts/heldout_overlap.py [--version 3] [--threshold 0.6]
 """
 import argparse
 import collections
@@ -21,7 +21,8 @@ import unicodedata
 from pathlib import Path
 
 SOURCES = Path(__file__).resolve().parent.parent / "tests" / "data" / "classifier" / "sources"
-PREFIX = "heldout2_"
+# the held-out version being written; its extracts are sources/heldout<N>_*.jsonl
+VERSION = 3
 THRESHOLD = 0.6
 _WORD = re.compile(r"\w+")
 
@@ -79,11 +80,15 @@ def read(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def existing_index():
-    """Every row of every extract that is not held-out v2, keyed 'file:line'."""
+def prefix(version=VERSION):
+    return "heldout%d_" % version
+
+
+def existing_index(version=VERSION):
+    """Every row of every extract that is not part of held-out `version`, keyed 'file:line'."""
     index = Index()
     for path in sorted(SOURCES.glob("*.jsonl")):
-        if path.name.startswith(PREFIX):
+        if path.name.startswith(prefix(version)):
             continue
         for lineno, rec in enumerate(read(path), 1):
             index.add("%s:%d" % (path.name, lineno), rec["prompt"])
@@ -96,12 +101,13 @@ def overlapping(text, index, threshold=THRESHOLD, skip=None):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--version", type=int, default=VERSION, help="held-out version to check (default %(default)s)")
     ap.add_argument("--threshold", type=float, default=THRESHOLD)
     args = ap.parse_args()
-    old = existing_index()
+    old = existing_index(args.version)
     new = Index()
     rows = []
-    for path in sorted(SOURCES.glob(PREFIX + "*.jsonl")):
+    for path in sorted(SOURCES.glob(prefix(args.version) + "*.jsonl")):
         for rec in read(path):
             rows.append(rec)
             new.add(rec["id"], rec["prompt"])
@@ -111,7 +117,7 @@ def main():
         if hits:
             bad += 1
             print("%s %r\n    %s" % (rec["id"], rec["prompt"][:160], ", ".join("%s %s" % h for h in hits)))
-    print("%d held-out v2 rows, %d with an exact or near duplicate (Jaccard >= %g)" % (len(rows), bad, args.threshold))
+    print("%d held-out v%d rows, %d with an exact or near duplicate (Jaccard >= %g)" % (len(rows), args.version, bad, args.threshold))
     return 1 if bad else 0
 
 
