@@ -1,9 +1,9 @@
 """Assemble the classifier's labelled set from the extracts in tests/data/classifier/sources/.
 
-Writes tests/data/classifier/tuning.jsonl, tests/data/classifier/heldout_v2.jsonl (the held-out
-part: every row of the HELDOUT_V2 sources), and zeta_local/data/routing_examples.jsonl: a seeded sample of the tuning part that the package
-ships for its semantic routing stage, without the rows whose licence asks more than
-attribution (NOT_PACKAGED).
+Writes tests/data/classifier/tuning.jsonl, tests/data/classifier/heldout_v3.jsonl (the held-out
+part: every row of the HELDOUT sources), and zeta_local/data/routing_examples.jsonl: a seeded
+sample of the tuning part that the package ships for its semantic routing stage, without the
+rows whose licence asks more than attribution (NOT_PACKAGED).
 
 * Every extract is a jsonl file with at least "prompt" and "task"; the file name maps to a
   source id (SOURCES below).  Extra fields (id, kind, dolly_category) are only provenance.
@@ -13,18 +13,20 @@ attribution (NOT_PACKAGED).
 * The v1 split is done once, with a fixed seed: within every (task, source) group the rows are
   ordered by the SHA-256 of their normalised text, shuffled with random.Random(SEED), and the
   first round(60 %) go to tuning, the rest to v1 held-out.  v1 held-out is spent (it steered
-  development) and, since 2026-11-26, folded into tuning.jsonl too (FOLD_V1_HELDOUT); the split
-  is still computed, so the printout says which rows were v1 held-out.
+  development) and, since 2026-11-26, folded into tuning.jsonl too; the split is still
+  computed, so the printout says which rows were v1 held-out.
 * Training-only sources (TRAINING_ONLY) are not split: all their rows go to tuning.  They are
   listed last in SOURCES and take no part in the split (no group, no draw from the generator),
   so adding or editing them never changes which of the other rows are held out.
-* Held-out v2 sources (HELDOUT_V2) are read after all the others and are not split: all their
-  rows go to heldout_v2.jsonl.  They must share no row with any other source, nor with each
-  other: a duplicate stops the build (it is never silently dropped).
+* Held-out sources (HELDOUT, today v3's) are read after all the others and are not split: all
+  their rows go to heldout_v3.jsonl.  They must share no row with any other source, nor with
+  each other: a duplicate stops the build (it is never silently dropped).  A spent held-out
+  set's sources become training-only (held-out v2 since 2026-11-26), and its file must not
+  linger (SPENT: --check fails while one exists).
 * Output is sorted by (source, task, sha) and written with sorted keys, so rerunning gives
   byte-identical files.  `--check` verifies the committed files instead of writing them.
 
-The held-out file (heldout_v2.jsonl) must never be used for tuning: not for rules, training or
+The held-out file (heldout_v3.jsonl) must never be used for tuning: not for rules, training or
 calibration.
 """
 import argparse
@@ -74,27 +76,37 @@ SOURCES = [
     ("zeta_handwritten_v6a.jsonl", "zeta-handwritten-v6a"),
     ("zeta_handwritten_v6b.jsonl", "zeta-handwritten-v6b"),
     ("zeta_handwritten_v6c.jsonl", "zeta-handwritten-v6c"),
-]
-# v1 held-out (the split part's 40 %) was measured about a dozen times during development and
-# steered what was written next: spent, so since 2026-11-26 it goes to tuning.jsonl as well, and
-# held-out is heldout_v2.jsonl.  The old file must not linger: --check fails while it exists.
-FOLD_V1_HELDOUT = True
-V1_HELDOUT = DATA / "heldout.jsonl"
-# Held-out v2: written apart from everything above, frozen before any classifier ran on it (see
-# the data README); every row goes to heldout_v2.jsonl, none to tuning.
-HELDOUT_V2_SOURCES = [
+    # held-out v2, spent (measured twice) and folded into tuning on 2026-11-26
     ("heldout2_handwritten.jsonl", "zeta-heldout2-handwritten"),
     ("heldout2_gsm8k.jsonl", "gsm8k-heldout2"),
     ("heldout2_bbh.jsonl", "bbh-heldout2"),
     ("heldout2_mbpp.jsonl", "mbpp-heldout2"),
     ("heldout2_dolly.jsonl", "dolly-15k-heldout2"),
 ]
-HELDOUT_V2 = {source for _, source in HELDOUT_V2_SOURCES}
+# Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
+# development) and v2 (measured twice) steered development, so their rows are in tuning.jsonl
+# now and the old files must not linger: --check fails while one exists.
+SPENT = [DATA / "heldout.jsonl", DATA / "heldout_v2.jsonl"]
+HELDOUT_FILE = DATA / "heldout_v3.jsonl"
+# Held-out v3: written apart from everything above, frozen before any classifier ran on it (see
+# the data README); every row goes to heldout_v3.jsonl, none to tuning.
+HELDOUT_SOURCES = [
+    ("heldout3_code.jsonl", "zeta-heldout3-code"),
+    ("heldout3_reason.jsonl", "zeta-heldout3-reason"),
+    ("heldout3_chat.jsonl", "zeta-heldout3-chat"),
+    ("heldout3_gsm8k.jsonl", "gsm8k-heldout3"),
+    ("heldout3_bbh.jsonl", "bbh-heldout3"),
+    ("heldout3_mbpp.jsonl", "mbpp-heldout3"),
+    ("heldout3_dolly.jsonl", "dolly-15k-heldout3"),
+]
+HELDOUT = {source for _, source in HELDOUT_SOURCES}
 # sources whose rows all go to tuning, leaving the held-out split as it was
 TRAINING_ONLY = {"zeta-handwritten-v3", "zeta-handwritten-v4a", "zeta-handwritten-v4b", "gsm8k-train",
                  "bbh-extra", "mbpp-extra", "humaneval-extra", "self-instruct-seed", "nq-open",
                  "zeta-handwritten-v5a", "zeta-handwritten-v5b", "zeta-handwritten-v5c",
-                 "zeta-handwritten-v6a", "zeta-handwritten-v6b", "zeta-handwritten-v6c"}
+                 "zeta-handwritten-v6a", "zeta-handwritten-v6b", "zeta-handwritten-v6c",
+                 "zeta-heldout2-handwritten", "gsm8k-heldout2", "bbh-heldout2", "mbpp-heldout2",
+                 "dolly-15k-heldout2"}
 
 
 def normalise(text):
@@ -109,7 +121,7 @@ def load():
     order = [source in TRAINING_ONLY for _, source in SOURCES]
     if order != sorted(order):
         sys.exit("training-only sources must come last in SOURCES")
-    for name, source in SOURCES + HELDOUT_V2_SOURCES:
+    for name, source in SOURCES + HELDOUT_SOURCES:
         path = DATA / "sources" / name
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             rec = json.loads(line)
@@ -118,8 +130,8 @@ def load():
                 sys.exit("%s:%d: bad row" % (name, lineno))
             key = normalise(prompt)
             if key in seen:
-                if source in HELDOUT_V2:
-                    sys.exit("%s:%d: held-out v2 row duplicates an earlier row" % (name, lineno))
+                if source in HELDOUT:
+                    sys.exit("%s:%d: held-out row duplicates an earlier row" % (name, lineno))
                 if seen[key] != task:
                     sys.exit("%s:%d: duplicate with a different label" % (name, lineno))
                 dropped[source] += 1
@@ -134,7 +146,7 @@ def split(rows):
     groups = collections.defaultdict(list)
     tuning, heldout = [], []
     for r in rows:
-        if r["source"] in HELDOUT_V2:
+        if r["source"] in HELDOUT:
             continue
         if r["source"] in TRAINING_ONLY:
             tuning.append(r)
@@ -173,41 +185,37 @@ def main():
     args = ap.parse_args()
     rows, dropped = load()
     split_tuning, heldout = split(rows)
-    tuning = split_tuning + heldout if FOLD_V1_HELDOUT else split_tuning
-    heldout_v2 = [r for r in rows if r["source"] in HELDOUT_V2]
-    outputs = {DATA / "tuning.jsonl": render(tuning), DATA / "heldout_v2.jsonl": render(heldout_v2),
+    tuning = split_tuning + heldout
+    held_out = [r for r in rows if r["source"] in HELDOUT]
+    outputs = {DATA / "tuning.jsonl": render(tuning), HELDOUT_FILE: render(held_out),
                PACKAGED: render(packaged_sample(tuning))}
-    if not FOLD_V1_HELDOUT:
-        outputs[V1_HELDOUT] = render(heldout)
     if args.check:
         bad = [str(p.relative_to(ROOT)) for p, text in outputs.items()
                if not p.exists() or p.read_text(encoding="utf-8") != text]
-        if FOLD_V1_HELDOUT and V1_HELDOUT.exists():
-            bad.append(str(V1_HELDOUT.relative_to(ROOT)) + " (folded into tuning: remove it)")
+        bad += [str(p.relative_to(ROOT)) + " (spent, folded into tuning: remove it)" for p in SPENT if p.exists()]
         if bad:
             sys.exit("out of date: " + ", ".join(bad))
     else:
         for p, text in outputs.items():
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text, encoding="utf-8")
-        if FOLD_V1_HELDOUT and V1_HELDOUT.exists():
-            V1_HELDOUT.unlink()
+        for p in SPENT:
+            p.unlink(missing_ok=True)
     counts = collections.Counter((r["task"], r["source"], s) for s, part in
-                                 (("tuning", split_tuning), ("heldout", heldout), ("v2", heldout_v2)) for r in part)
-    print("rows: %d (tuning %d, of which v1 held-out %d%s; held-out v2 %d); duplicates dropped: %s"
-          % (len(rows), len(tuning), len(heldout), "" if FOLD_V1_HELDOUT else " NOT folded",
-             len(heldout_v2), dict(sorted(dropped.items())) or "none"))
+                                 (("tuning", split_tuning), ("heldout", heldout), ("v3", held_out)) for r in part)
+    print("rows: %d (tuning %d, of which v1 held-out %d; held-out v3 %d); duplicates dropped: %s"
+          % (len(rows), len(tuning), len(heldout), len(held_out), dict(sorted(dropped.items())) or "none"))
     for task in TASKS:
         total = sum(v for (t, _, _), v in counts.items() if t == task)
         print("%-6s %4d (%.1f %%)" % (task, total, 100.0 * total / len(rows)))
-        for _, source in SOURCES + HELDOUT_V2_SOURCES:
+        for _, source in SOURCES + HELDOUT_SOURCES:
             t = counts[(task, source, "tuning")]
             h = counts[(task, source, "heldout")]
-            v = counts[(task, source, "v2")]
+            v = counts[(task, source, "v3")]
             if t or h:
                 print("    %-26s %4d  tuning %4d  (v1 split: tuning %4d, held-out %4d)" % (source, t + h, t + h, t, h))
             if v:
-                print("    %-26s %4d  held-out v2 %4d" % (source, v, v))
+                print("    %-26s %4d  held-out v3 %4d" % (source, v, v))
 
 
 if __name__ == "__main__":
