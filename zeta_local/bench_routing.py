@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 FOLLOW_UP = "Thanks! Can you say that more briefly?"
-HELD_OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "classifier" / "heldout_v2.jsonl"
+HELD_OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "classifier" / "heldout_v3.jsonl"
 
 
 def measure_routing(model_path: Path, work: Path, *, quick: bool,

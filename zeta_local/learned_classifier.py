@@ -199,12 +199,17 @@ def probe_indices() -> np.ndarray:
 
 def save(path: Path, index: np.ndarray, weights: np.ndarray, bias: np.ndarray, *, temperature: float,
          gate: float, rule_platt: tuple[float, float], meta: str = "") -> None:
-    """Write the weights sparsely: only the buckets that carry weight, as float16."""
+    """Write the weights sparsely: only the buckets that carry weight, as float16. The buckets
+    are stored as gaps from the one before (sorted, so the gaps are small and compress to half
+    the size of the indices themselves)."""
+    index = np.asarray(index, dtype=np.int64)
+    if np.any(np.diff(index) <= 0):
+        raise ValueError("bucket indices must be sorted and distinct")
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as f:
         np.savez_compressed(
             f, feature_version=np.int32(FEATURE_VERSION), dim_bits=np.int32(DIM_BITS),
-            probe=probe_indices().astype(np.uint32), index=index.astype(np.uint32),
+            probe=probe_indices().astype(np.uint32), index_gaps=np.diff(index, prepend=0).astype(np.uint32),
             weights=weights.astype(np.float16), bias=bias.astype(np.float64),
             temperature=np.float64(temperature), gate=np.float64(gate),
             rule_platt=np.asarray(rule_platt, dtype=np.float64), meta=np.str_(meta))
@@ -219,6 +224,6 @@ def load(path: Path = WEIGHTS_PATH) -> Model:
         if not np.array_equal(data["probe"].astype(np.intp), probe_indices()):
             raise ValueError(f"{path}: the feature hashing differs from the one it was trained with")
         weights = np.zeros((len(TASKS), DIM), dtype=np.float32)
-        weights[:, data["index"].astype(np.intp)] = data["weights"].astype(np.float32)
+        weights[:, np.cumsum(data["index_gaps"], dtype=np.int64)] = data["weights"].astype(np.float32)
         return Model(weights, data["bias"].astype(np.float64), float(data["temperature"]),
                      float(data["gate"]), tuple(float(x) for x in data["rule_platt"]))
