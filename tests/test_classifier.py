@@ -350,9 +350,9 @@ def test_normal_prompts_take_well_under_a_millisecond():
 
 # ---------------------------------------------------------------- two stages, calibration, held-out targets
 #
-# tests/data/classifier/heldout_v3.jsonl (the held-out part since 2026-11-26; the spent v1
-# held-out is now in tuning) is never used to fit anything (rules, weights, gate, calibration):
-# scripts/train_classifier.py reads tuning.jsonl only.
+# tests/data/classifier/heldout_v3.jsonl (the held-out part since 2026-11-26; the spent v1 and
+# v2 held-out sets are now in tuning) is never used to fit anything (rules, weights, gate,
+# calibration): scripts/train_classifier.py reads tuning.jsonl only.
 
 from zeta_local import classifier_eval as ce  # noqa: E402
 from zeta_local import classifier_training as ct  # noqa: E402
@@ -366,18 +366,17 @@ def heldout() -> ce.Evaluation:
     return ce.evaluate(ce.load_rows(HELDOUT))
 
 
-# Two of the issue's targets are not met on held-out v2. First measured after it was frozen and
-# the learned stage retrained on tuning.jsonl with v1 held-out folded in (2026-11-26): accuracy
-# 0.968 (632 of 653; target 0.97) and chat recall 0.944 (202 of 214; target 0.95; code 0.986,
-# reason 0.972). Measured a second (and last) time after one change chosen on the tuning part
-# alone (per-task loss weights, code 3 / reason 1 / chat 1, picked by out-of-fold accuracy
-# 0.9482 -> 0.9498; 2026-11-26): accuracy 0.965 (630 of 653), recall code 0.986, reason 0.968,
-# chat 0.939 (201 of 214). Strict, so meeting them fails loudly here. (On the spent v1 held-out
-# the figures were 0.967 and recall 1.000 / 0.951 / 0.951; the sets are not comparable.)
-_NOT_MET_ACCURACY = pytest.mark.xfail(strict=True, reason="issue 11 target not met on held-out v2 "
-                                      "(accuracy 0.965, 630 of 653)")
-_NOT_MET_RECALL = pytest.mark.xfail(strict=True, reason="issue 11 target not met on held-out v2 "
-                                    "(chat recall 0.939, 201 of 214)")
+# Three of the issue's targets are not met on held-out v3, measured once (2026-11-26) after it
+# was frozen and the learned stage retrained on the 8,684 tuning prompts (v2 folded in) with
+# the recipe chosen by cross-validation: accuracy 0.945 (624 of 660; target 0.97), recall code
+# 0.977, reason 0.955, chat 0.905 (199 of 220; target 0.95), decisions at confidence >= 0.9
+# right 546 of 563 (0.970; target 0.98). Strict, so meeting them fails loudly here. (On held-out
+# v2 the last figures were 0.965, recall 0.986 / 0.968 / 0.939 and 0.981; on v1 0.967; the sets
+# are not comparable.)
+_NOT_MET = "issue 11 target not met on held-out v3 "
+_NOT_MET_ACCURACY = pytest.mark.xfail(strict=True, reason=_NOT_MET + "(accuracy 0.945, 624 of 660)")
+_NOT_MET_RECALL = pytest.mark.xfail(strict=True, reason=_NOT_MET + "(chat recall 0.905, 199 of 220)")
+_NOT_MET_CONFIDENT = pytest.mark.xfail(strict=True, reason=_NOT_MET + "(confident decisions 0.970, 546 of 563)")
 
 
 @_NOT_MET_ACCURACY
@@ -390,17 +389,18 @@ def test_heldout_recall_of_every_task_is_at_least_95_percent(heldout: ce.Evaluat
     assert min(heldout.recall.values()) >= 0.95, heldout.recall
 
 
+@_NOT_MET_CONFIDENT
 def test_heldout_confident_decisions_are_right_98_percent_of_the_time(heldout: ce.Evaluation):
     assert heldout.high_confidence_accuracy >= 0.98, heldout.high_confidence
 
 
 def test_heldout_floor_holds(heldout: ce.Evaluation):
-    """What the classifier does reach today (held-out v2, 2026-11-26, second measurement: accuracy
-    0.965, lowest recall 0.939, confident decisions 0.981 right; the first gave 0.968, 0.944,
-    0.981); a change that falls below it is a regression."""
-    assert heldout.accuracy >= 0.95
-    assert min(heldout.recall.values()) >= 0.92
-    assert heldout.high_confidence_accuracy >= 0.98
+    """What the classifier does reach today (held-out v3, 2026-11-26, its one measurement:
+    accuracy 0.945, lowest recall 0.905, confident decisions 0.970 right); a change that falls
+    below it is a regression."""
+    assert heldout.accuracy >= 0.93
+    assert min(heldout.recall.values()) >= 0.89
+    assert heldout.high_confidence_accuracy >= 0.96
 
 
 def test_heldout_calibration_is_sane(heldout: ce.Evaluation):

@@ -155,9 +155,13 @@ def test_load_examples_are_labelled_prompts():
 
 # ---------------------------------------------------------------- in the router
 
+# Near copies of EXAMPLES; the test below needs one the classifier is less sure of than the examples
+# are, and which one that is changes when the classifier is retrained, so several terse ones are
+# here (the classifier trained on 8,684 prompts calls the last three chat at 0.89, 0.75 and 0.60).
 CANDIDATES = ["undo my last git commit please", "cats and mice: three catch three in three minutes, 100 for 100?",
               "a recipe for banana bread?", "who is the shortest if anna is taller than ben and ben taller than cara",
-              "short poem about rain in autumn", "npm install ERESOLVE error", "thank you in japanese"]
+              "short poem about rain in autumn", "npm install ERESOLVE error", "thank you in japanese",
+              "wolf goat cabbage river, how", "higher salary or shorter commute", "NoneType not subscriptable??"]
 
 
 @pytest.fixture
