@@ -7,7 +7,7 @@ THRESHOLD over the sets of word tokens of the normalised texts) is reported by i
 only; the text of the other row is never printed (the older extracts hold the spent v1 held-out
 rows, which must not steer new prompts).  Exit status 1 if anything is reported.
 
-The public extracts of v2 were drawn with scripts/extract_heldout2_public.py, which uses
+The public extracts of v2 and v3 were drawn with scripts/extract_heldout_public.py, which uses
 `overlapping()` below to skip a candidate and draw the next one instead.
 
 usage: python scripts/heldout_overlap.py [--version 3] [--threshold 0.6]
