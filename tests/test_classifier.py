@@ -510,6 +510,17 @@ def test_load_refuses_weights_from_other_features(tmp_path, monkeypatch):
         lc.load(path)
 
 
+def test_load_refuses_the_older_format_by_name(tmp_path):
+    """A file with plain bucket indices (the format before they were stored as gaps) is refused
+    with a message that says what to do, not a KeyError."""
+    path = tmp_path / "old.npz"
+    fresh = dict(np.load(lc.WEIGHTS_PATH))
+    fresh["index"] = np.cumsum(fresh.pop("index_gaps"))
+    np.savez_compressed(path, **fresh)
+    with pytest.raises(ValueError, match="older weights format; retrain"):
+        lc.load(path)
+
+
 def test_reliability_table_bins_and_ece():
     bins, ece = ce.reliability([0.55, 0.55, 0.97, 1.0], [True, False, True, True])
     counts = {(b.lo, b.hi): b.count for b in bins}

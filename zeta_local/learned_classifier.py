@@ -218,6 +218,8 @@ def save(path: Path, index: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
 def load(path: Path = WEIGHTS_PATH) -> Model:
     """Read a weights file; raises ValueError if it was trained on other features."""
     with np.load(path, allow_pickle=False) as data:
+        if "index_gaps" not in data.files:  # buckets stored as plain indices, before 2026-11-26
+            raise ValueError(f"{path}: an older weights format; retrain with scripts/train_classifier.py")
         if int(data["feature_version"]) != FEATURE_VERSION or int(data["dim_bits"]) != DIM_BITS:
             raise ValueError(f"{path}: trained on feature version {int(data['feature_version'])}, "
                              f"{int(data['dim_bits'])} bits; this code has {FEATURE_VERSION}, {DIM_BITS}")
