@@ -20,22 +20,21 @@ sys.path.insert(0, str(ROOT))  # this checkout's zeta_local, whatever is install
 
 from zeta_local import classifier_eval as ce  # noqa: E402
 
-DATA = ROOT / "tests" / "data" / "classifier"
-# part name -> file; "heldout" is held-out v3 (the data README says why v1 and v2 were retired)
-PARTS = {"tuning": "tuning.jsonl", "heldout": "heldout_v3.jsonl"}
+DATA = ce.LABELLED_DIR
+PARTS = {"tuning": ce.TUNING_FILE, "heldout": ce.HELDOUT_FILE}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=50, help="timed classifications per prompt (default 50)")
-    parser.add_argument("--data", type=Path, default=DATA, help=f"folder of tuning.jsonl and heldout_v3.jsonl (default {DATA})")
+    parser.add_argument("--data", type=Path, default=DATA, help=f"folder of {ce.TUNING_FILE} and {ce.HELDOUT_FILE} (default {DATA})")
     parser.add_argument("--list-heldout-misses", action="store_true",
                         help="list the held-out prompts it gets wrong (read them, never tune on them)")
     args = parser.parse_args()
 
     parts = {name: ce.load_rows(args.data / file) for name, file in PARTS.items() if (args.data / file).exists()}
     if not parts:
-        print(f"no tuning.jsonl or heldout_v3.jsonl in {args.data}", file=sys.stderr)
+        print(f"no {ce.TUNING_FILE} or {ce.HELDOUT_FILE} in {args.data}", file=sys.stderr)
         return 2
     for name, rows in parts.items():
         listed = name != "heldout" or args.list_heldout_misses

@@ -15,7 +15,8 @@ LABELLED = ROOT / "tests" / "data" / "labelled_prompts.jsonl"
 
 
 import zeta_local.classifier as C  # noqa: E402
-from zeta_local.config import RouterSettings  # noqa: E402
+from zeta_local import routing  # noqa: E402
+from zeta_local.config import load_config, shipped_config_path  # noqa: E402
 
 classify = C.classify
 
@@ -205,9 +206,8 @@ def test_analysis_and_planning_are_reason(prompt, signal):
     8,684 prompts the learned stage calls the newsletter strategy chat at 0.43, reason 0.39:
     escalated.)"""
     result = classify(prompt)
-    defaults = RouterSettings()
-    routed = result.task if result.confidence >= defaults.uncertain_below else defaults.uncertain_task
-    assert routed == "reason", result.reason
+    route = routing.decide(prompt, None, load_config(shipped_config_path()))
+    assert route.task == "reason", route.reason
     assert signal in result.signals, result.signals
 
 
@@ -358,7 +358,7 @@ from zeta_local import classifier_eval as ce  # noqa: E402
 from zeta_local import classifier_training as ct  # noqa: E402
 from zeta_local import learned_classifier as lc  # noqa: E402
 
-HELDOUT = ROOT / "tests" / "data" / "classifier" / "heldout_v3.jsonl"
+HELDOUT = ce.LABELLED_DIR / ce.HELDOUT_FILE
 
 
 @pytest.fixture(scope="module")

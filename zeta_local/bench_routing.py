@@ -32,23 +32,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 FOLLOW_UP = "Thanks! Can you say that more briefly?"
-HELD_OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "classifier" / "heldout_v3.jsonl"
 
 
 def measure_routing(model_path: Path, work: Path, *, quick: bool,
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The whole section; parts that cannot run here say why in a `note`."""
-    out: dict[str, Any] = {}
-    if HELD_OUT.exists():
-        from zeta_local.classifier_eval import load_rows
+    from zeta_local.classifier_eval import HELDOUT_FILE, LABELLED_DIR, load_rows
 
-        rows = load_rows(HELD_OUT)
+    out: dict[str, Any] = {}
+    held_out = LABELLED_DIR / HELDOUT_FILE
+    if held_out.exists():
+        rows = load_rows(held_out)
         out["classifier"] = measure_classifier(rows, reps=10 if quick else 50)
         out["semantic"] = {"note": "full runs only (--quick skips it)"} if quick else \
             measure_semantic(model_path, work, rows, progress)
     else:
         out["classifier"] = out["semantic"] = {
-            "note": f"no labelled set at {HELD_OUT}: run the bench from a checkout of the repository"}
+            "note": f"no labelled set at {held_out}: run the bench from a checkout of the repository"}
     from zeta_local.errors import ZetaError
     from zeta_local.gguf_info import read_gguf_info
 
