@@ -47,7 +47,7 @@ def main() -> int:
     data = ct.featurize([r["prompt"] for r in rows], [r["task"] for r in rows])
     split = np.array([r.get("source") in SPLIT_SOURCES for r in rows])
     print(f"featurized {data.n} prompts in {time.time() - t0:.0f} s")
-    fold = ct.stratified_folds(data.y, ct.FOLDS, args.seed)
+    fold = ct.writer_folds([r["source"] for r in rows], data.y, ct.FOLDS, args.seed)
     strength = np.array([d.strength for d in data.decisions])
     rule_task = np.array([rules.TASKS.index(d.task) for d in data.decisions])
     for lam in args.lam:

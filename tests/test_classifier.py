@@ -472,8 +472,9 @@ def test_training_round_trip_and_determinism(tmp_path):
     """Train on a tiny set twice: identical weights; written, loaded and used, they agree with the fit."""
     rows = _labelled()
     prompts, tasks = [r["prompt"] for r in rows], [r["task"] for r in rows]
-    first = ct.train(prompts, tasks, folds=3, lambdas=(1e-3,))
-    second = ct.train(prompts, tasks, folds=3, lambdas=(1e-3,))
+    sources = ["labelled_prompts"] * len(rows)  # no writer batches: stratified folds
+    first = ct.train(prompts, tasks, sources, folds=3, lambdas=(1e-3,))
+    second = ct.train(prompts, tasks, sources, folds=3, lambdas=(1e-3,))
     assert np.array_equal(first.buckets, second.buckets) and np.array_equal(first.weights, second.weights)
     assert (first.gate, first.temperature, first.rule_platt) == (second.gate, second.temperature, second.rule_platt)
     path = tmp_path / "w.npz"
@@ -485,6 +486,32 @@ def test_training_round_trip_and_determinism(tmp_path):
         text = C.rules.scan_text(prompt)
         got = model.logits(lc.extract(text, C.rules.decide(text)))
         assert np.allclose(got, expected[i], atol=0.05)  # float16 storage
+
+
+def test_writer_folds_hold_out_whole_batches_and_spread_the_public_rows():
+    """Cross-validation holds out each hand-written batch whole (a new user is a new writer),
+    never two batches of the same main task in one fold while another fold is free of it, and
+    spreads the public rows of each task evenly."""
+    code, reason, chat = (C.rules.TASKS.index(t) for t in ("code", "reason", "chat"))
+    batches = {"zeta-handwritten-a": [code] * 50, "zeta-handwritten-b": [code] * 40 + [chat] * 5,
+               "zeta-handwritten-c": [reason] * 45, "zeta-handwritten-d": [reason] * 30,
+               "zeta-handwritten-e": [chat] * 60, "zeta-handwritten-f": [chat] * 35 + [reason] * 3}
+    sources = [s for s, ys in batches.items() for _ in ys] + ["gsm8k"] * 31 + ["mbpp"] * 29 + ["dolly"] * 30
+    y = np.array([t for ys in batches.values() for t in ys] + [reason] * 31 + [code] * 29 + [chat] * 30)
+    fold = ct.writer_folds(sources, y, 3, seed=0)
+    assert fold.min() == 0 and fold.max() == 2
+    src = np.array(sources)
+    main_tasks = [set() for _ in range(3)]
+    for batch, ys in batches.items():
+        (f,) = set(fold[src == batch])  # whole
+        main = max(set(ys), key=ys.count)
+        assert main not in main_tasks[f]
+        main_tasks[f].add(main)
+    public = ~np.char.startswith(src, "zeta-")
+    for task in (code, reason, chat):
+        counts = np.bincount(fold[public & (y == task)], minlength=3)
+        assert counts.max() - counts.min() <= 1
+    assert np.array_equal(fold, ct.writer_folds(sources, y, 3, seed=0))  # deterministic
 
 
 def test_class_weights_shift_the_fit_and_even_weights_change_nothing():
@@ -503,8 +530,9 @@ def test_class_weights_shift_the_fit_and_even_weights_change_nothing():
 
 def test_load_refuses_weights_from_other_features(tmp_path, monkeypatch):
     path = tmp_path / "w.npz"
-    ct.write(ct.train([r["prompt"] for r in _labelled()], [r["task"] for r in _labelled()], folds=2,
-                      lambdas=(1e-2,)), path)
+    rows = _labelled()
+    ct.write(ct.train([r["prompt"] for r in rows], [r["task"] for r in rows], ["labelled_prompts"] * len(rows),
+                      folds=2, lambdas=(1e-2,)), path)
     monkeypatch.setattr(lc, "FEATURE_VERSION", lc.FEATURE_VERSION + 1)
     with pytest.raises(ValueError):
         lc.load(path)
