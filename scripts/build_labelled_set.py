@@ -82,6 +82,12 @@ SOURCES = [
     ("heldout2_bbh.jsonl", "bbh-heldout2"),
     ("heldout2_mbpp.jsonl", "mbpp-heldout2"),
     ("heldout2_dolly.jsonl", "dolly-15k-heldout2"),
+    ("zeta_handwritten_v7a.jsonl", "zeta-handwritten-v7a"),
+    ("zeta_handwritten_v7b.jsonl", "zeta-handwritten-v7b"),
+    ("zeta_handwritten_v7c.jsonl", "zeta-handwritten-v7c"),
+    ("zeta_handwritten_v8a.jsonl", "zeta-handwritten-v8a"),
+    ("zeta_handwritten_v8b.jsonl", "zeta-handwritten-v8b"),
+    ("zeta_handwritten_v8c.jsonl", "zeta-handwritten-v8c"),
 ]
 # Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
 # development) and v2 (measured twice) steered development, so their rows are in tuning.jsonl
@@ -106,7 +112,8 @@ TRAINING_ONLY = {"zeta-handwritten-v3", "zeta-handwritten-v4a", "zeta-handwritte
                  "zeta-handwritten-v5a", "zeta-handwritten-v5b", "zeta-handwritten-v5c",
                  "zeta-handwritten-v6a", "zeta-handwritten-v6b", "zeta-handwritten-v6c",
                  "zeta-heldout2-handwritten", "gsm8k-heldout2", "bbh-heldout2", "mbpp-heldout2",
-                 "dolly-15k-heldout2"}
+                 "dolly-15k-heldout2", "zeta-handwritten-v7a", "zeta-handwritten-v7b", "zeta-handwritten-v7c",
+                 "zeta-handwritten-v8a", "zeta-handwritten-v8b", "zeta-handwritten-v8c"}
 
 
 def normalise(text):
