@@ -464,8 +464,19 @@ def test_shipped_weights_load_and_match_the_feature_code():
     assert 0.0 <= model.gate <= 1.0 and model.temperature > 0
     # A small file: under 1 MiB. (The budget was 1,000,000 bytes until the file reached 1,006,231
     # bytes on 8,031 tuning prompts. On 8,684 the buckets went from 139,092 to 145,716 and the file
-    # would be 1,053,607 bytes: since then the buckets are stored as gaps, 911,264 bytes.)
+    # would be 1,053,607 bytes: since then the buckets are stored as gaps, 911,264 bytes. On
+    # 12,568, 174,711 buckets: 1,078,534 bytes, 1,015,811 with the weights as byte planes.)
     assert lc.WEIGHTS_PATH.stat().st_size < 1_048_576
+
+
+def test_weights_stored_interleaved_load_the_same(tmp_path):
+    """A file written before the weights were split into byte planes loads to the same model."""
+    path = tmp_path / "interleaved.npz"
+    fresh = dict(np.load(lc.WEIGHTS_PATH))
+    fresh["weights"] = lc._from_byte_planes(fresh.pop("weight_planes")).astype(np.float16)
+    fresh["index_gaps"] = fresh["index_gaps"].astype(np.uint32)
+    np.savez_compressed(path, **fresh)
+    assert np.array_equal(lc.load(path).weights, lc.load().weights)
 
 
 def test_training_round_trip_and_determinism(tmp_path):

