@@ -157,7 +157,8 @@ def test_load_examples_are_labelled_prompts():
 
 # Near copies of EXAMPLES; the test below needs one the classifier is less sure of than the examples
 # are, and which one that is changes when the classifier is retrained, so several terse ones are
-# here (the classifier trained on 8,684 prompts calls the last three chat at 0.89, 0.75 and 0.60).
+# here (the classifier trained on 12,568 prompts calls the wolf-goat one chat at 0.74, the salary
+# one chat at 0.78 and the last one code at 0.56).
 CANDIDATES = ["undo my last git commit please", "cats and mice: three catch three in three minutes, 100 for 100?",
               "a recipe for banana bread?", "who is the shortest if anna is taller than ben and ben taller than cara",
               "short poem about rain in autumn", "npm install ERESOLVE error", "thank you in japanese",
