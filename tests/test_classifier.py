@@ -556,6 +556,14 @@ def test_load_refuses_weights_from_other_features(tmp_path, monkeypatch):
         lc.load(path)
 
 
+def test_weights_with_no_bucket_save_and_load(tmp_path):
+    """A fit that kept no bucket (a tiny or degenerate training set) still writes a loadable file."""
+    path = tmp_path / "empty.npz"
+    lc.save(path, np.array([], dtype=np.int64), np.zeros((len(C.TASKS), 0)), np.zeros(len(C.TASKS)),
+            temperature=1.0, gate=1.0, rule_platt=(0.0, 0.0))
+    assert not lc.load(path).weights.any()
+
+
 def test_load_refuses_the_older_format_by_name(tmp_path):
     """A file with plain bucket indices (the format before they were stored as gaps) is refused
     with a message that says what to do, not a KeyError."""

@@ -191,8 +191,13 @@ def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
     return fold
 
 
+def is_writer_batch(source: str) -> bool:
+    """A hand-written batch (zeta-handwritten-v5a, zeta-heldout2-handwritten...), one writer's session."""
+    return "handwritten" in source
+
+
 def writer_folds(sources: list[str], y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold number of each row, each hand-written batch (a source named *handwritten*) kept whole.
+    """Fold number of each row, each hand-written batch (is_writer_batch) kept whole.
 
     A batch is one writer's session: its prompts share a voice, topics and habits. A new user is
     a new writer, so folds that split a batch test on prompts like those trained on, and the
@@ -203,7 +208,7 @@ def writer_folds(sources: list[str], y: np.ndarray, k: int, seed: int) -> np.nda
     stratified_folds does."""
     sources_arr = np.asarray(sources)
     fold = np.full(len(y), -1, dtype=np.intp)
-    batches = sorted({s for s in sources if "handwritten" in s},
+    batches = sorted({s for s in sources if is_writer_batch(s)},
                      key=lambda s: (-int((sources_arr == s).sum()), s))
     load = np.zeros(k)
     held: list[set[int]] = [set() for _ in range(k)]
@@ -290,7 +295,7 @@ def train(prompts: list[str], tasks: list[str], sources: list[str], *, seed: int
     fold = writer_folds(sources, data.y, folds, seed)
     report = [f"{data.n} tuning prompts, {folds}-fold cross-validation holding out whole writer batches, seed {seed}"]
     for f in range(folds):
-        held = sorted({s for s, g in zip(sources, fold) if g == f and "handwritten" in s})
+        held = sorted({s for s, g in zip(sources, fold) if g == f and is_writer_batch(s)})
         report.append(f"  fold {f}: {int((fold == f).sum())} prompts, batches {', '.join(held) or 'none'}")
 
     best = None

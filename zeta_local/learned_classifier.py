@@ -212,7 +212,7 @@ def save(path: Path, index: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
     with path.open("wb") as f:
         np.savez_compressed(
             f, feature_version=np.int32(FEATURE_VERSION), dim_bits=np.int32(DIM_BITS),
-            probe=probe_indices().astype(np.uint32), index_gaps=gaps.astype(np.min_scalar_type(int(gaps.max()))),
+            probe=probe_indices().astype(np.uint32), index_gaps=gaps.astype(np.min_scalar_type(int(gaps.max(initial=0)))),
             weight_planes=_byte_planes(weights), bias=bias.astype(np.float64),
             temperature=np.float64(temperature), gate=np.float64(gate),
             rule_platt=np.asarray(rule_platt, dtype=np.float64), meta=np.str_(meta))
