@@ -308,6 +308,23 @@ def test_same_input_gives_same_output():
         assert first.reason == second.reason
 
 
+def test_the_same_prompt_gets_the_same_decision_on_every_python(monkeypatch: pytest.MonkeyPatch):
+    """The jargon lexicon is written out, not read from the running interpreter: Python 3.12
+    dropped distutils from its standard library, and a CUDA machine's Python 3.12 once turned a
+    distutils error's decision (and the snapshot) because of it."""
+    import importlib
+    import sys
+
+    import zeta_local.classifier_jargon as jargon
+
+    before = jargon.python_names()
+    monkeypatch.setattr(sys, "stdlib_module_names", frozenset({"only_this_python"}))
+    assert importlib.reload(jargon).python_names() == before
+    assert "distutils" in before.split("|") and "only_this_python" not in before
+    result = classify("ModuleNotFoundError: No module named 'distutils' when installing an old package")
+    assert result.task == "code" and "jargon:distutils" in result.signals
+
+
 # ---------------------------------------------------------------- speed and robustness
 
 

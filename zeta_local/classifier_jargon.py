@@ -1,8 +1,8 @@
 """A broad lexicon of programming jargon for the classifier's rules (`jargon:` signals).
 
 Hand-written by the zeta_local team for this repository (licence: this repository's), plus
-names read at import from the Python standard library itself (`sys.stdlib_module_names`,
-`builtins`), filtered to the ones that are not everyday English words. Terms name programming
+the names of the Python standard library's modules, builtins and exceptions (`PYTHON_NAMES`,
+written out from Python 3.11), less the ones that are everyday English words. Terms name programming
 tools, packages, commands, platforms, error and status names, concepts and config keys that a
 chat or reasoning prompt would hardly use: the learned stage reads "some jargon fired" as one
 feature, so it can call code a prompt whose particular tool it never saw in training.
@@ -14,8 +14,6 @@ deliberately absent; the rules treat the ambiguous ones with context.
 
 from __future__ import annotations
 
-import builtins
-import sys
 
 # Tools, platforms, packages, frameworks, services (lower case, one "|"-separated string each).
 TOOLS = (
@@ -147,8 +145,40 @@ _EVERYDAY = frozenset(
     "pickle shelve inspect concurrent pipes bisect readline socket".split())
 
 
+# Python's module, builtin and exception names (sys.stdlib_module_names and builtins of Python
+# 3.11, the interpreter the learned stage was trained with), less _EVERYDAY. Written out rather
+# than read at import: 3.12 dropped distutils, 3.13 adds exceptions, and the same prompt must
+# get the same decision on every Python.
+PYTHON_NAMES = tuple((
+    "aifc aiter anext argparse arithmeticerror assertionerror ast asynchat asyncio asyncore "
+    "atexit attributeerror audioop base64 baseexception binascii blockingioerror breakpoint "
+    "brokenpipeerror buffererror builtins bytearray byteswarning bz2 callable cgitb "
+    "childprocesserror chr classmethod cmath codeop colorsys compileall configparser "
+    "connectionabortederror connectionerror connectionrefusederror connectionreseterror "
+    "contextlib contextvars copyreg cprofile ctypes dataclasses datetime delattr "
+    "deprecationwarning dict difflib distutils divmod doctest encodings encodingwarning ensurepip "
+    "enumerate environmenterror eoferror errno eval faulthandler fcntl filecmp fileexistserror "
+    "fileinput filenotfounderror floatingpointerror fnmatch frozenset ftplib functools "
+    "futurewarning gc genericpath getattr getopt getpass gettext globals graphlib gzip hasattr "
+    "hashlib heapq hmac idlelib imaplib imghdr importerror importlib importwarning "
+    "indentationerror indexerror interruptederror ioerror ipaddress isadirectoryerror isinstance "
+    "issubclass itertools keyerror len lib2to3 linecache lookuperror lzma mailcap marshal "
+    "memoryerror memoryview mimetypes mmap modulefinder modulenotfounderror msilib msvcrt "
+    "multiprocessing nameerror netrc nntplib notadirectoryerror notimplementederror ntpath "
+    "nturl2path opcode optparse oserror ossaudiodev overflowerror pathlib pdb "
+    "pendingdeprecationwarning permissionerror pickletools pkgutil plistlib poplib posix "
+    "posixpath pprint processlookuperror pstats py_compile pyclbr pydoc pydoc_data pyexpat quopri "
+    "recursionerror referenceerror repr reprlib resourcewarning rlcompleter runtimeerror "
+    "runtimewarning selectors setattr shlex shutil smtpd smtplib sndhdr socketserver spwd sqlite3 "
+    "sre_compile sre_constants sre_parse ssl staticmethod stringprep subprocess sunau symtable "
+    "syntaxerror syntaxwarning sysconfig syslog systemerror taberror tabnanny tarfile telnetlib "
+    "tempfile termios textwrap threading timeit timeouterror tkinter tokenize tomllib traceback "
+    "tracemalloc turtledemo typeerror unboundlocalerror unicodedata unicodedecodeerror "
+    "unicodeencodeerror unicodeerror unicodetranslateerror unicodewarning unittest urllib "
+    "userwarning uuid valueerror venv weakref webbrowser winreg winsound wsgiref xdrlib xmlrpc "
+    "zerodivisionerror zipapp zipfile zipimport zlib zoneinfo "
+).split())
+
+
 def python_names() -> str:
-    names = [n for n in sys.stdlib_module_names if not n.startswith("_")]
-    names += [n for n in dir(builtins) if not n.startswith("_") and n[:1].islower()]
-    names += [n.lower() for n in dir(builtins) if n.endswith(("Error", "Exception", "Warning"))]
-    return "|".join(sorted({n.lower() for n in names} - _EVERYDAY))
+    return "|".join(PYTHON_NAMES)
