@@ -21,6 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent
 GPU_BUILD = gpu_offload_supported()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the real Gemma (the gemma_path fixture, directly or through another
+    fixture) is a real_model test, marked or not, so `-m "not real_model"` leaves it out where
+    the tiny extra is not installed (the GPU machine's image)."""
+    for item in items:
+        if "gemma_path" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_model)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The standard set of generated models: tiny-a, tiny-b, tiny-chatml, no-output-norm
