@@ -194,6 +194,27 @@ def test_gpu_compute_buffer_matches_an_h200(real_shapes: dict[str, Path], model:
     assert abs(estimate.compute_gpu / MiB / measured - 1) <= 0.05, f"{estimate.compute_gpu / MiB:.1f} MiB"
 
 
+# The `gpu` section of `zeta-local bench --quick` on an H200 (2026-11-26; CUDA 13, llama-cpp-python
+# 0.3.36), synth_models' real-shape files, n_ctx 8192, flash attention on: llama.cpp's buffers
+# (MiB) for the model on the GPU, the compute buffer on the GPU and the one in pinned host memory.
+H200_FA_BUFFERS = {"general-4b": (2375.91, 301.75, 18.01), "coder-7b": (4168.09, 304.00, 22.01),
+                   "reason-14b": (8161.75, 306.75, 28.01)}
+
+
+@pytest.mark.parametrize("name", list(H200_FA_BUFFERS))
+def test_offloaded_buffers_match_an_h200_to_the_hundredth(tmp_path: Path, name: str):
+    """Every layer offloaded: the GPU's weights (the 4B's tied output layer brings a copy of its
+    token embeddings) and both compute buffers, to llama.cpp's 0.01 MiB."""
+    from zeta_local.synth_models import write_synth_model
+
+    model, compute_gpu, compute_host = H200_FA_BUFFERS[name]
+    estimate = estimate_memory(read_gguf_info(write_synth_model(tmp_path / "m.gguf", name)), n_ctx=8192,
+                               n_gpu_layers=-1, flash_attn=True)
+    assert abs(estimate.weights_gpu / MiB - model) < 0.01
+    assert abs(estimate.compute_gpu / MiB - compute_gpu) < 0.01
+    assert abs((estimate.compute - estimate.compute_gpu) / MiB - compute_host) < 0.02
+
+
 @pytest.mark.parametrize("model", list(REAL_SHAPES))
 def test_weights_kv_and_compute_match_this_build(real_shapes: dict[str, Path], model: str):
     """Weights and KV cache exactly as llama.cpp allocates them, and the CPU compute buffer to

@@ -60,6 +60,7 @@ from zeta_local.bench_baseline import (GREEDY, RecordingBackend, compare_decodin
 __all__ = ["GREEDY", "RecordingBackend", "compare_decoding", "interleaved", "llama_settings",
            "median_error", "percentile", "ratio_spread", "run_bench", "spread", "to_markdown"]
 
+log = logging.getLogger(__name__)
 MiB = 2**20
 # Overhead: many short interleaved pairs rather than a few long runs (see interleaved()):
 # (at least, at most) pairs of runs of this many tokens. Not shorter: the router's fixed cost
@@ -70,10 +71,12 @@ LONG_PROMPT = "The quick brown fox jumps over the lazy dog. " * 200  # about 2,0
 STORY_PROMPT = "The history of the Roman Empire is a long story. It began"
 
 
+OPTIONAL = ("server", "routing", "adaptive", "remote", "gpu")  # may be skipped; a failure is a note
+
+
 def run_bench(config_path: str | None, *, quick: bool, progress: Callable[[str], None],
               skip: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
-    """Every section in turn; those named in `skip` (gpu, server, routing, adaptive, remote) are
-    only a note."""
+    """Every section in turn; those named in `skip` (any of OPTIONAL) are only a note."""
     from zeta_local.config import load_config
     from zeta_local.errors import ZetaError
     from zeta_local.sources import find_model_file
@@ -112,6 +115,12 @@ def run_bench(config_path: str | None, *, quick: bool, progress: Callable[[str],
         started = time.monotonic()
         if name in skip:
             results[name] = {"note": "skipped (--skip)"}
+        elif name in OPTIONAL:
+            try:  # one optional section that fails must not lose the others' figures
+                results[name] = measure()
+            except Exception as exc:
+                log.exception("bench section %s failed", name)
+                results[name] = {"note": f"failed: {type(exc).__name__}: {exc}"}
         else:
             results[name] = _roofline(model_path, results["overhead"]) if measure is None else measure()
         progress(f"      {name} done in {time.monotonic() - started:.1f} s")
@@ -380,6 +389,7 @@ def _concurrency(tiny: dict[str, Path], work: Path, clients: int, per_client: in
 
 def _server(model_path: Path, tiny: dict[str, Path], work: Path, runs: int, max_tokens: int) -> dict[str, Any]:
     try:
+        import zeta_local.server  # noqa: F401  (fastapi and uvicorn, and what they import)
         from zeta_local.bench_server import measure_server
     except ImportError as exc:
         return {"note": f"needs the serve extra ({exc.name} is not installed)"}
@@ -399,17 +409,11 @@ def weights_read_per_token(info: Any, n_gpu_layers: int) -> tuple[int, int]:
     the GPU when every layer is offloaded (llama.cpp then puts a copy there)."""
     from zeta_local.memory import estimate_memory
 
-    split = estimate_memory(info, n_ctx=256, n_gpu_layers=n_gpu_layers)
+    split = estimate_memory(info, n_ctx=256, n_gpu_layers=n_gpu_layers)  # counts the GPU's copy
     embd = sum(t.nbytes for t in info.tensors if t.name == "token_embd.weight")
     tied = not any(t.name == "output.weight" for t in info.tensors)
-    gpu, cpu = split.weights_gpu, split.weights_cpu - embd
-    every_layer = n_gpu_layers < 0 or split.weights_cpu == embd
-    if tied:
-        if split.weights_gpu and every_layer:
-            gpu += embd
-        else:
-            cpu += embd
-    return gpu, cpu
+    copy_on_gpu = tied and split.weights_gpu and (n_gpu_layers < 0 or split.weights_cpu == embd)
+    return split.weights_gpu, split.weights_cpu - embd + (embd if tied and not copy_on_gpu else 0)
 
 
 def roofline_bound(gpu_bytes: int, cpu_bytes: int, gpu_bandwidth: float | None,

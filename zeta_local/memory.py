@@ -156,6 +156,11 @@ def estimate_memory(info: GGUFInfo, *, n_ctx: int, n_ubatch: int = 512, n_gpu_la
             gpu_weights += t.nbytes
         else:
             cpu_weights += t.nbytes
+    if on_gpu == n_layer and not any(t.name == "output.weight" for t in info.tensors):
+        # Tied embeddings (no output.weight): the offloaded output layer gets a copy of the token
+        # embeddings on the GPU while the lookup keeps the table on the CPU (the 4B on an H200:
+        # CUDA model buffer 2,375.91 MiB = the offloaded tensors + token_embd's 304.28).
+        gpu_weights += sum(t.nbytes for t in info.tensors if t.name == "token_embd.weight")
 
     kv_heads = _per_layer(info.arch_value("attention.head_count_kv"), n_layer, n_head)
     head_dim = n_embd // n_head if n_head else 0
@@ -193,18 +198,23 @@ def estimate_memory(info: GGUFInfo, *, n_ctx: int, n_ubatch: int = 512, n_gpu_la
     pooled = n_embd * _F32 if embedding else 0
     compute = (max(attention, feed_forward, logits) + pooled) * n_ubatch
 
-    subtotal = gpu_weights + cpu_weights + kv_cache + output + compute
-    margin = int(subtotal * MARGIN)
     # With layers offloaded, their KV cache and the compute buffer live on the GPU too, all of
     # it but one row per token: the token embeddings are looked up on the CPU, which keeps
     # their table. On an H200 the CUDA buffers matched these parts: weights and KV exactly,
-    # compute 494/558/700 MiB for the 7B/4B/14B at n_ctx 8192 (304/307 MiB for the 7B/14B with
-    # flash attention). A partial offload is not checked yet: there the logits stay on the CPU.
+    # compute 494/558/700 MiB for the 7B/4B/14B at n_ctx 8192 (302/304/307 MiB for the
+    # 4B/7B/14B with flash attention, each to the 0.01 MiB). Beside it, in pinned host memory
+    # (CUDA_Host), the inputs are staged: two rows per token (the looked-up embeddings and
+    # their copy) and the attention mask, f16 with flash attention (18.01/22.01/28.01 MiB for
+    # the 4B/7B/14B at n_ctx 8192 on the H200), f32 without. A partial offload is not checked
+    # yet: there the logits stay on the CPU.
     vram = compute_gpu = 0
     if on_gpu:
         compute_gpu = compute - n_embd * n_ubatch * _F32
+        compute = compute_gpu + (2 * n_embd * _F32 + cells * (_F16 if flash_attn else _F32)) * n_ubatch
         vram = gpu_weights + kv_cache * on_gpu // n_layer + compute_gpu
         vram += int(vram * MARGIN)
+    subtotal = gpu_weights + cpu_weights + kv_cache + output + compute
+    margin = int(subtotal * MARGIN)
     return MemoryEstimate(n_ctx=cells, weights_gpu=gpu_weights, weights_cpu=cpu_weights,
                           kv_cache=kv_cache, output=output, compute=compute, margin=margin,
                           vram=min(vram, subtotal + margin), compute_gpu=compute_gpu,
