@@ -157,7 +157,26 @@ def _vram(paths: dict[str, Path], work: Path) -> list[dict[str, Any]]:
             rows.append(row)
             router.unload(name)
             _wait_unloaded(router, name)
+            # The next model's growth is measured from here: wait until the device's use is back
+            # where it was (on an H200 the 7B once started while the 4B's 4 GiB were still held).
+            row["back_to_before_s"] = _wait_device_back(before)
     return rows
+
+
+def _wait_device_back(before: int | None, timeout: float = 10.0) -> float | None:
+    """Seconds until the device's use is within BACK_TOLERANCE of `before`; None if not within
+    `timeout` (or unreadable)."""
+    from zeta_local import gpu_probe
+
+    started = time.monotonic()
+    while before is not None and time.monotonic() - started < timeout:
+        used = gpu_probe.device_used()
+        if used is None:
+            return None
+        if used <= before + BACK_TOLERANCE:
+            return round(time.monotonic() - started, 3)
+        time.sleep(0.05)
+    return None
 
 
 def _decode(paths: dict[str, Path], work: Path, *, pairs: tuple[int, int], max_tokens: int,
