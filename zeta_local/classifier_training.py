@@ -192,8 +192,9 @@ def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def is_writer_batch(source: str) -> bool:
-    """A hand-written batch (zeta-handwritten-v5a, zeta-heldout2-handwritten...), one writer's session."""
-    return "handwritten" in source
+    """A hand-written batch (zeta-handwritten-v5a, zeta-heldout2-handwritten, zeta-heldout3-code...),
+    one writer's session."""
+    return "handwritten" in source or source.startswith("zeta-heldout")
 
 
 def writer_folds(sources: list[str], y: np.ndarray, k: int, seed: int) -> np.ndarray:
