@@ -1,6 +1,6 @@
 """Assemble the classifier's labelled set from the extracts in tests/data/classifier/sources/.
 
-Writes tests/data/classifier/tuning.jsonl, tests/data/classifier/heldout_v3.jsonl (the held-out
+Writes tests/data/classifier/tuning.jsonl, tests/data/classifier/heldout_v4.jsonl (the held-out
 part: every row of the HELDOUT sources), and zeta_local/data/routing_examples.jsonl: a seeded
 sample of the tuning part that the package ships for its semantic routing stage, without the
 rows whose licence asks more than attribution (NOT_PACKAGED).
@@ -18,15 +18,15 @@ rows whose licence asks more than attribution (NOT_PACKAGED).
 * Training-only sources (TRAINING_ONLY) are not split: all their rows go to tuning.  They are
   listed last in SOURCES and take no part in the split (no group, no draw from the generator),
   so adding or editing them never changes which of the other rows are held out.
-* Held-out sources (HELDOUT, today v3's) are read after all the others and are not split: all
-  their rows go to heldout_v3.jsonl.  They must share no row with any other source, nor with
+* Held-out sources (HELDOUT, today v4's) are read after all the others and are not split: all
+  their rows go to heldout_v4.jsonl.  They must share no row with any other source, nor with
   each other: a duplicate stops the build (it is never silently dropped).  A spent held-out
-  set's sources become training-only (held-out v2 since 2026-11-26), and its file must not
+  set's sources become training-only (held-out v2 and v3 since 2026-11-26), and its file must not
   linger (SPENT: --check fails while one exists).
 * Output is sorted by (source, task, sha) and written with sorted keys, so rerunning gives
   byte-identical files.  `--check` verifies the committed files instead of writing them.
 
-The held-out file (heldout_v3.jsonl) must never be used for tuning: not for rules, training or
+The held-out file (heldout_v4.jsonl) must never be used for tuning: not for rules, training or
 calibration.
 """
 import argparse
@@ -88,15 +88,6 @@ SOURCES = [
     ("zeta_handwritten_v8a.jsonl", "zeta-handwritten-v8a"),
     ("zeta_handwritten_v8b.jsonl", "zeta-handwritten-v8b"),
     ("zeta_handwritten_v8c.jsonl", "zeta-handwritten-v8c"),
-]
-# Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
-# development) and v2 (measured twice) steered development, so their rows are in tuning.jsonl
-# now and the old files must not linger: --check fails while one exists.
-SPENT = [DATA / "heldout.jsonl", DATA / "heldout_v2.jsonl"]
-HELDOUT_FILE = DATA / "heldout_v3.jsonl"
-# Held-out v3: written apart from everything above, frozen before any classifier ran on it (see
-# the data README); every row goes to heldout_v3.jsonl, none to tuning.
-HELDOUT_SOURCES = [
     ("heldout3_code.jsonl", "zeta-heldout3-code"),
     ("heldout3_reason.jsonl", "zeta-heldout3-reason"),
     ("heldout3_chat.jsonl", "zeta-heldout3-chat"),
@@ -104,6 +95,22 @@ HELDOUT_SOURCES = [
     ("heldout3_bbh.jsonl", "bbh-heldout3"),
     ("heldout3_mbpp.jsonl", "mbpp-heldout3"),
     ("heldout3_dolly.jsonl", "dolly-15k-heldout3"),
+]
+# Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
+# development), v2 and v3 (measured twice each) steered development, so their rows are in
+# tuning.jsonl now and the old files must not linger: --check fails while one exists.
+SPENT = [DATA / "heldout.jsonl", DATA / "heldout_v2.jsonl", DATA / "heldout_v3.jsonl"]
+HELDOUT_FILE = DATA / "heldout_v4.jsonl"
+# Held-out v4: written apart from everything above, frozen before any classifier ran on it (see
+# the data README); every row goes to heldout_v4.jsonl, none to tuning.
+HELDOUT_SOURCES = [
+    ("heldout4_code.jsonl", "zeta-heldout4-code"),
+    ("heldout4_reason.jsonl", "zeta-heldout4-reason"),
+    ("heldout4_chat.jsonl", "zeta-heldout4-chat"),
+    ("heldout4_gsm8k.jsonl", "gsm8k-heldout4"),
+    ("heldout4_bbh.jsonl", "bbh-heldout4"),
+    ("heldout4_mbpp.jsonl", "mbpp-heldout4"),
+    ("heldout4_dolly.jsonl", "dolly-15k-heldout4"),
 ]
 HELDOUT = {source for _, source in HELDOUT_SOURCES}
 # sources whose rows all go to tuning, leaving the held-out split as it was
@@ -113,7 +120,9 @@ TRAINING_ONLY = {"zeta-handwritten-v3", "zeta-handwritten-v4a", "zeta-handwritte
                  "zeta-handwritten-v6a", "zeta-handwritten-v6b", "zeta-handwritten-v6c",
                  "zeta-heldout2-handwritten", "gsm8k-heldout2", "bbh-heldout2", "mbpp-heldout2",
                  "dolly-15k-heldout2", "zeta-handwritten-v7a", "zeta-handwritten-v7b", "zeta-handwritten-v7c",
-                 "zeta-handwritten-v8a", "zeta-handwritten-v8b", "zeta-handwritten-v8c"}
+                 "zeta-handwritten-v8a", "zeta-handwritten-v8b", "zeta-handwritten-v8c",
+                 "zeta-heldout3-code", "zeta-heldout3-reason", "zeta-heldout3-chat", "gsm8k-heldout3",
+                 "bbh-heldout3", "mbpp-heldout3", "dolly-15k-heldout3"}
 
 
 def normalise(text):
@@ -209,8 +218,8 @@ def main():
         for p in SPENT:
             p.unlink(missing_ok=True)
     counts = collections.Counter((r["task"], r["source"], s) for s, part in
-                                 (("tuning", split_tuning), ("heldout", heldout), ("v3", held_out)) for r in part)
-    print("rows: %d (tuning %d, of which v1 held-out %d; held-out v3 %d); duplicates dropped: %s"
+                                 (("tuning", split_tuning), ("heldout", heldout), ("v4", held_out)) for r in part)
+    print("rows: %d (tuning %d, of which v1 held-out %d; held-out v4 %d); duplicates dropped: %s"
           % (len(rows), len(tuning), len(heldout), len(held_out), dict(sorted(dropped.items())) or "none"))
     for task in TASKS:
         total = sum(v for (t, _, _), v in counts.items() if t == task)
@@ -218,11 +227,11 @@ def main():
         for _, source in SOURCES + HELDOUT_SOURCES:
             t = counts[(task, source, "tuning")]
             h = counts[(task, source, "heldout")]
-            v = counts[(task, source, "v3")]
+            v = counts[(task, source, "v4")]
             if t or h:
                 print("    %-26s %4d  tuning %4d  (v1 split: tuning %4d, held-out %4d)" % (source, t + h, t + h, t, h))
             if v:
-                print("    %-26s %4d  held-out v3 %4d" % (source, v, v))
+                print("    %-26s %4d  held-out v4 %4d" % (source, v, v))
 
 
 if __name__ == "__main__":
