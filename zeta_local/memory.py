@@ -202,11 +202,12 @@ def estimate_memory(info: GGUFInfo, *, n_ctx: int, n_ubatch: int = 512, n_gpu_la
     # it but one row per token: the token embeddings are looked up on the CPU, which keeps
     # their table. On an H200 the CUDA buffers matched these parts: weights and KV exactly,
     # compute 494/558/700 MiB for the 7B/4B/14B at n_ctx 8192 (302/304/307 MiB for the
-    # 4B/7B/14B with flash attention, each to the 0.01 MiB). Beside it, in pinned host memory
-    # (CUDA_Host), the inputs are staged: two rows per token (the looked-up embeddings and
-    # their copy) and the attention mask, f16 with flash attention (18.01/22.01/28.01 MiB for
-    # the 4B/7B/14B at n_ctx 8192 on the H200), f32 without. A partial offload is not checked
-    # yet: there the logits stay on the CPU.
+    # 4B/7B/14B with flash attention, each to the 0.01 MiB). Beside it llama.cpp keeps a
+    # compute buffer in pinned host memory (CUDA_Host) for the inputs: measured, two rows of
+    # n_embd floats per token and a mask over every cell, f16 with flash attention (exactly
+    # 18.01/22.01/28.01 MiB for the 4B/7B/14B at n_ctx 8192 on the H200) and f32 without (the
+    # tiny test model within 3 %). A partial offload is not checked yet: there the logits stay
+    # on the CPU.
     vram = compute_gpu = 0
     if on_gpu:
         compute_gpu = compute - n_embd * n_ubatch * _F32
