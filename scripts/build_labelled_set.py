@@ -95,6 +95,9 @@ SOURCES = [
     ("heldout3_bbh.jsonl", "bbh-heldout3"),
     ("heldout3_mbpp.jsonl", "mbpp-heldout3"),
     ("heldout3_dolly.jsonl", "dolly-15k-heldout3"),
+    ("zeta_handwritten_v9a.jsonl", "zeta-handwritten-v9a"),
+    ("zeta_handwritten_v9b.jsonl", "zeta-handwritten-v9b"),
+    ("zeta_handwritten_v9c.jsonl", "zeta-handwritten-v9c"),
 ]
 # Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
 # development), v2 and v3 (measured twice each) steered development, so their rows are in
@@ -122,7 +125,8 @@ TRAINING_ONLY = {"zeta-handwritten-v3", "zeta-handwritten-v4a", "zeta-handwritte
                  "dolly-15k-heldout2", "zeta-handwritten-v7a", "zeta-handwritten-v7b", "zeta-handwritten-v7c",
                  "zeta-handwritten-v8a", "zeta-handwritten-v8b", "zeta-handwritten-v8c",
                  "zeta-heldout3-code", "zeta-heldout3-reason", "zeta-heldout3-chat", "gsm8k-heldout3",
-                 "bbh-heldout3", "mbpp-heldout3", "dolly-15k-heldout3"}
+                 "bbh-heldout3", "mbpp-heldout3", "dolly-15k-heldout3",
+                 "zeta-handwritten-v9a", "zeta-handwritten-v9b", "zeta-handwritten-v9c"}
 
 
 def normalise(text):
