@@ -16,11 +16,11 @@
 # It writes to $OUT (default ./gpu-check-out): setup.txt, nvidia-smi.txt, doctor.txt,
 # bench.json / bench.md / bench.stderr (`zeta-local bench --quick`, its GPU section included),
 # pytest.txt / pytest.xml (the suite on the CUDA build), and summary.txt. Each step is bounded
-# (BENCH_S, PYTEST_S seconds) and a failed step does not stop the next. BENCH_SKIP names the bench
-# sections left out (default: the ones that measure the router on the CPU with tiny models or the
-# embedded Gemma, which the image lacks: their figures are the CPU machine's, not the GPU's). Tests that need what the
-# machine's image lacks are left out and summary.txt says which: the real Gemma 3 270M (the
-# `tiny` extra) and the HTTP server's tests (the `serve` and `test` extras).
+# (BENCH_S, PYTEST_S seconds) and a failed step does not stop the next. BENCH_SKIP names the
+# bench sections left out (default: those that measure the router on the CPU with tiny models or
+# the embedded Gemma, which the image lacks: their figures are the CPU machine's). Tests that
+# need what the machine's image lacks are left out and summary.txt says which: the real Gemma 3
+# 270M (the `tiny` extra) and the HTTP server's tests (the `serve` and `test` extras).
 set -u
 cd "$(dirname "$0")/.."
 what="${1:-all}"

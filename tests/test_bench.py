@@ -166,6 +166,18 @@ def test_peak_bandwidth_from_nvmls_memory_clock_and_bus_width():
     assert peak_bandwidth(3201, 6144) == pytest.approx(4.8e12, rel=0.03)
 
 
+def test_a_broken_server_install_is_a_note_not_a_crash(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """On the H200's image fastapi itself imported but its own import of opentelemetry failed,
+    and the whole bench died with a traceback: the server section now says why instead."""
+    import sys
+
+    from zeta_local import bench
+
+    monkeypatch.setitem(sys.modules, "zeta_local.server", None)  # importing it raises ImportError
+    result = bench._server(tmp_path / "unused.gguf", {}, tmp_path, runs=1, max_tokens=1)
+    assert result == {"note": "needs the serve extra (zeta_local.server is not installed)"}
+
+
 def test_bytes_read_per_token_follow_the_offload(tmp_path: Path):
     """Fully offloaded, every weight is read on the GPU, the tied 4B's token embeddings too
     (its output layer reads them); one row of untied token embeddings is not counted. On the
