@@ -166,6 +166,20 @@ def test_peak_bandwidth_from_nvmls_memory_clock_and_bus_width():
     assert peak_bandwidth(3201, 6144) == pytest.approx(4.8e12, rel=0.03)
 
 
+def test_waiting_for_the_device_to_give_memory_back_is_bounded(monkeypatch: pytest.MonkeyPatch):
+    """The GPU section's wait after an unload: it returns once the use is back within the
+    tolerance, and gives up at its timeout with the last use it read."""
+    from zeta_local import bench_gpu, gpu_probe
+
+    readings = iter([5000 * MiB, 3000 * MiB, 1230 * MiB])
+    monkeypatch.setattr(gpu_probe, "device_used", lambda: next(readings))
+    waited, used = bench_gpu._wait_device_back(1216 * MiB)
+    assert used == 1230 * MiB and waited < 5
+    monkeypatch.setattr(gpu_probe, "device_used", lambda: 5000 * MiB)
+    waited, used = bench_gpu._wait_device_back(1216 * MiB, timeout=0.2)
+    assert used == 5000 * MiB and 0.2 <= waited < 5
+
+
 def test_a_broken_server_install_is_a_note_not_a_crash(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """On the H200's image fastapi itself imported but its own import of opentelemetry failed,
     and the whole bench died with a traceback: the server section now says why instead."""

@@ -407,11 +407,10 @@ def weights_read_per_token(info: Any, n_gpu_layers: int) -> tuple[int, int]:
     with `n_gpu_layers`: every weight once, except the token embeddings, of which one row is
     read, unless the output layer reads them whole (tied embeddings: no output.weight), on
     the GPU when every layer is offloaded (llama.cpp then puts a copy there)."""
-    from zeta_local.memory import estimate_memory
+    from zeta_local.memory import estimate_memory, tied_embeddings, token_embedding_bytes
 
     split = estimate_memory(info, n_ctx=256, n_gpu_layers=n_gpu_layers)  # counts the GPU's copy
-    embd = sum(t.nbytes for t in info.tensors if t.name == "token_embd.weight")
-    tied = not any(t.name == "output.weight" for t in info.tensors)
+    embd, tied = token_embedding_bytes(info), tied_embeddings(info)
     copy_on_gpu = tied and split.weights_gpu and (n_gpu_layers < 0 or split.weights_cpu == embd)
     return split.weights_gpu, split.weights_cpu - embd + (embd if tied and not copy_on_gpu else 0)
 

@@ -159,24 +159,22 @@ def _vram(paths: dict[str, Path], work: Path) -> list[dict[str, Any]]:
             _wait_unloaded(router, name)
             # The next model's growth is measured from here: wait until the device's use is back
             # where it was (on an H200 the 7B once started while the 4B's 4 GiB were still held).
-            row["back_to_before_s"] = _wait_device_back(before)
+            if before is not None:
+                waited, used = _wait_device_back(before)
+                row["back_to_before_s"] = waited if used <= before + BACK_TOLERANCE else None
     return rows
 
 
-def _wait_device_back(before: int | None, timeout: float = 10.0) -> float | None:
-    """Seconds until the device's use is within BACK_TOLERANCE of `before`; None if not within
-    `timeout` (or unreadable)."""
+def _wait_device_back(before: int, timeout: float = 10.0) -> tuple[float, int]:
+    """Poll the device's use until it is within BACK_TOLERANCE of `before` or `timeout` has
+    passed: (seconds waited, the use last read; 0 where it cannot be read)."""
     from zeta_local import gpu_probe
 
-    started = time.monotonic()
-    while before is not None and time.monotonic() - started < timeout:
-        used = gpu_probe.device_used()
-        if used is None:
-            return None
-        if used <= before + BACK_TOLERANCE:
-            return round(time.monotonic() - started, 3)
+    started, used = time.monotonic(), gpu_probe.device_used() or 0
+    while used > before + BACK_TOLERANCE and time.monotonic() - started < timeout:
         time.sleep(0.05)
-    return None
+        used = gpu_probe.device_used() or 0
+    return round(time.monotonic() - started, 3), used
 
 
 def _decode(paths: dict[str, Path], work: Path, *, pairs: tuple[int, int], max_tokens: int,
@@ -258,12 +256,9 @@ def _cycles(path: Path, work: Path) -> dict[str, Any]:
             loaded = gpu_probe.device_used() or 0
             router.unload(name)
             _wait_unloaded(router, name)
-            unloaded_at, after = time.monotonic(), gpu_probe.device_used() or 0
-            while after > baseline + BACK_TOLERANCE and time.monotonic() - unloaded_at < 10:
-                time.sleep(0.05)
-                after = gpu_probe.device_used() or 0
+            back_in_s, after = _wait_device_back(baseline)
             rows.append({"loaded_mib": round(loaded / MiB), "after_unload_mib": round(after / MiB),
-                         "back_in_s": round(time.monotonic() - unloaded_at, 3)})
+                         "back_in_s": back_in_s})
     excess = max(r["after_unload_mib"] for r in rows) - round(baseline / MiB)
     return {"model": name, "baseline_mib": round(baseline / MiB),
             "process_idle_mib": None if idle_process is None else round(idle_process / MiB),

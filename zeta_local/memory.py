@@ -156,11 +156,11 @@ def estimate_memory(info: GGUFInfo, *, n_ctx: int, n_ubatch: int = 512, n_gpu_la
             gpu_weights += t.nbytes
         else:
             cpu_weights += t.nbytes
-    if on_gpu == n_layer and not any(t.name == "output.weight" for t in info.tensors):
-        # Tied embeddings (no output.weight): the offloaded output layer gets a copy of the token
-        # embeddings on the GPU while the lookup keeps the table on the CPU (the 4B on an H200:
-        # CUDA model buffer 2,375.91 MiB = the offloaded tensors + token_embd's 304.28).
-        gpu_weights += sum(t.nbytes for t in info.tensors if t.name == "token_embd.weight")
+    if on_gpu == n_layer and tied_embeddings(info):
+        # The offloaded output layer gets a copy of the token embeddings on the GPU while the
+        # lookup keeps the table on the CPU (the 4B on an H200: CUDA model buffer 2,375.91 MiB =
+        # the offloaded tensors + token_embd's 304.28).
+        gpu_weights += token_embedding_bytes(info)
 
     kv_heads = _per_layer(info.arch_value("attention.head_count_kv"), n_layer, n_head)
     head_dim = n_embd // n_head if n_head else 0
@@ -220,6 +220,15 @@ def estimate_memory(info: GGUFInfo, *, n_ctx: int, n_ubatch: int = 512, n_gpu_la
                           kv_cache=kv_cache, output=output, compute=compute, margin=margin,
                           vram=min(vram, subtotal + margin), compute_gpu=compute_gpu,
                           flash_attn=flash_attn)
+
+
+def tied_embeddings(info: GGUFInfo) -> bool:
+    """No output.weight: the output layer reads the token embeddings (Qwen3-4B, Gemma 3)."""
+    return not any(t.name == "output.weight" for t in info.tensors)
+
+
+def token_embedding_bytes(info: GGUFInfo) -> int:
+    return sum(t.nbytes for t in info.tensors if t.name == "token_embd.weight")
 
 
 def _int(value: Any, default: int) -> int:
