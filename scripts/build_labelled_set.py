@@ -98,6 +98,10 @@ SOURCES = [
     ("zeta_handwritten_v9a.jsonl", "zeta-handwritten-v9a"),
     ("zeta_handwritten_v9b.jsonl", "zeta-handwritten-v9b"),
     ("zeta_handwritten_v9c.jsonl", "zeta-handwritten-v9c"),
+    ("zeta_handwritten_v9d.jsonl", "zeta-handwritten-v9d"),
+    ("zeta_handwritten_v9e.jsonl", "zeta-handwritten-v9e"),
+    ("zeta_handwritten_v9f.jsonl", "zeta-handwritten-v9f"),
+    ("zeta_handwritten_v9g.jsonl", "zeta-handwritten-v9g"),
 ]
 # Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
 # development), v2 and v3 (measured twice each) steered development, so their rows are in
@@ -126,7 +130,8 @@ TRAINING_ONLY = {"zeta-handwritten-v3", "zeta-handwritten-v4a", "zeta-handwritte
                  "zeta-handwritten-v8a", "zeta-handwritten-v8b", "zeta-handwritten-v8c",
                  "zeta-heldout3-code", "zeta-heldout3-reason", "zeta-heldout3-chat", "gsm8k-heldout3",
                  "bbh-heldout3", "mbpp-heldout3", "dolly-15k-heldout3",
-                 "zeta-handwritten-v9a", "zeta-handwritten-v9b", "zeta-handwritten-v9c"}
+                 "zeta-handwritten-v9a", "zeta-handwritten-v9b", "zeta-handwritten-v9c",
+                 "zeta-handwritten-v9d", "zeta-handwritten-v9e", "zeta-handwritten-v9f", "zeta-handwritten-v9g"}
 
 
 def normalise(text):
