@@ -486,14 +486,16 @@ def test_shipped_weights_load_and_match_the_feature_code():
     model = lc.load()
     assert model.weights.shape == (len(C.TASKS), lc.DIM)
     assert 0.0 <= model.gate <= 1.0 and model.temperature > 0
-    # A small file: under 1.25 MiB. (The budget was 1,000,000 bytes until the file reached
+    # A small file: under 2 MiB. (The budget was 1,000,000 bytes until the file reached
     # 1,006,231 bytes on 8,031 tuning prompts. On 8,684 the buckets went from 139,092 to 145,716
     # and the file would be 1,053,607 bytes: since then the buckets are stored as gaps, 911,264
     # bytes. On 12,568, 174,711 buckets: 1,078,534 bytes, 1,015,811 with the weights as byte
     # planes. On 15,178, 193,412 buckets: 1,115,187 bytes; the file grows with the training
     # data, and a quarter of a MiB more in the package buys the data, so the budget moved to
-    # 1.25 MiB rather than the weights being pruned after the fact.)
-    assert lc.WEIGHTS_PATH.stat().st_size < 1.25 * 2**20
+    # 1.25 MiB rather than the weights being pruned after the fact. On 17,505 with 2^20 hash
+    # buckets, which fewer collisions leave distinct, 269,699 buckets: 1,634,073 bytes; the
+    # budget is 2 MiB, still a small share of the smallest model's file.)
+    assert lc.WEIGHTS_PATH.stat().st_size < 2 * 2**20
 
 
 def test_weights_stored_interleaved_load_the_same(tmp_path):
