@@ -124,12 +124,7 @@ def test_language_and_tool_names_are_code(prompt, signal):
     "Which beaches on Java are best for surfing?",
     "How do I get rust off garden tools?",
     "Let's go for a walk after lunch",
-    # A known misroute of the weights measured on held-out v4, kept visible rather than dropped:
-    # the learned stage reads "filter" and "function" as code (0.63), and tuning holds one prompt
-    # of this kind. Batch v9d (chat that borrows code words) was written for it but finished after
-    # the v4 training began; the next retrain takes it in. Strict: when it passes, remove this.
-    pytest.param("The function of the kidneys is to filter blood, right?", marks=pytest.mark.xfail(
-        strict=True, reason="issue 11: code 0.63 since the retrain on 15,178 prompts (held-out v4's first look)")),
+    "The function of the kidneys is to filter blood, right?",
     "Write a poem about a python coiled in a tree",
     "What does a python eat?",
     "What's the zip code for Boston?",
@@ -141,7 +136,8 @@ def test_ambiguous_words_without_code_context_stay_chat(prompt):
     """Words with everyday meanings ('Java', 'rust', 'go', 'function', 'zip code', 'lying') must
     never send a prompt to the code model: chat, or too unsure to act on and so escalated by the
     router's defaults. (The kidneys one: chat on 8,684 tuning prompts, a coin flip escalated to
-    reason on 12,568, code 0.63 on 15,178.)"""
+    reason on 12,568, code 0.63 on 15,178, chat 0.66 on 17,505 with the v9d batch of chat that
+    borrows code words.)"""
     result = classify(prompt)
     route = routing.decide(prompt, None, load_config(shipped_config_path()))
     assert route.task != "code", route.reason
@@ -393,17 +389,16 @@ def heldout() -> ce.Evaluation:
     return ce.evaluate(ce.load_rows(HELDOUT))
 
 
-# Two of the issue's targets are not met on held-out v4. Its first look (2026-11-26), after
-# the learned stage was retrained on 15,178 tuning prompts (held-out v3 folded in, 1,950 new
-# hand-written ones): accuracy 0.948 (626 of 660; target 0.97), recall code 0.945 (208 of 220),
-# reason 0.955, chat 0.945 (208 of 220; target 0.95 each). The third is met: decisions at
-# confidence >= 0.9 right 574 of 578 (0.993; target 0.98). Strict, so meeting them fails loudly
-# here. v4 allows one more look, after a change chosen without it. (On held-out v3 the last
-# figures were 0.955, recall 0.982 / 0.964 / 0.918, 0.979 confident; on v2 0.965; the sets
-# are not comparable.)
-_NOT_MET = "issue 11 target not met on held-out v4 "
-_NOT_MET_ACCURACY = pytest.mark.xfail(strict=True, reason=_NOT_MET + "(accuracy 0.948, 626 of 660)")
-_NOT_MET_RECALL = pytest.mark.xfail(strict=True, reason=_NOT_MET + "(code and chat recall 0.945, 208 of 220)")
+# One of the issue's targets is not met on held-out v4. Its second and last look (2026-11-26),
+# after a retrain on 17,505 tuning prompts (2,327 new hand-written ones) with 2^20 hash buckets:
+# accuracy 0.958 (632 of 660; target 0.97). The other two are met: recall code 0.955, reason
+# 0.950, chat 0.968 (target 0.95 each), and decisions at confidence >= 0.9 right 574 of 580
+# (0.990; target 0.98). Strict, so meeting it fails loudly here. v4 is now spent: the next change
+# is measured on held-out v5 (frozen, unread: tests/data/classifier/README.md), which then
+# replaces v4 here. (Its first look: 0.948, recall 0.945 / 0.955 / 0.945, 0.993 confident; on
+# held-out v3 the last figures were 0.955; the sets are not comparable.)
+_NOT_MET_ACCURACY = pytest.mark.xfail(
+    strict=True, reason="issue 11 target not met on held-out v4 (accuracy 0.958, 632 of 660)")
 
 
 @_NOT_MET_ACCURACY
@@ -411,7 +406,6 @@ def test_heldout_accuracy_is_at_least_97_percent(heldout: ce.Evaluation):
     assert heldout.accuracy >= 0.97, "\n".join(ce.report_lines("heldout", heldout, list_wrong=False))
 
 
-@_NOT_MET_RECALL
 def test_heldout_recall_of_every_task_is_at_least_95_percent(heldout: ce.Evaluation):
     assert min(heldout.recall.values()) >= 0.95, heldout.recall
 
@@ -421,10 +415,10 @@ def test_heldout_confident_decisions_are_right_98_percent_of_the_time(heldout: c
 
 
 def test_heldout_floor_holds(heldout: ce.Evaluation):
-    """What the classifier does reach today (held-out v4, 2026-11-26, its first look: accuracy
-    0.948, lowest recall 0.945); a change that falls below it is a regression."""
-    assert heldout.accuracy >= 0.94
-    assert min(heldout.recall.values()) >= 0.93
+    """What the classifier does reach today (held-out v4, 2026-11-26, its second look: accuracy
+    0.958, lowest recall 0.950); a change that falls below it is a regression."""
+    assert heldout.accuracy >= 0.95
+    assert min(heldout.recall.values()) >= 0.94
 
 
 def test_heldout_calibration_is_sane(heldout: ce.Evaluation):
