@@ -1,6 +1,6 @@
 """Assemble the classifier's labelled set from the extracts in tests/data/classifier/sources/.
 
-Writes tests/data/classifier/tuning.jsonl, tests/data/classifier/heldout_v4.jsonl (the held-out
+Writes tests/data/classifier/tuning.jsonl, tests/data/classifier/heldout_v5.jsonl (the held-out
 part: every row of the HELDOUT sources), and zeta_local/data/routing_examples.jsonl: a seeded
 sample of the tuning part that the package ships for its semantic routing stage, without the
 rows whose licence asks more than attribution (NOT_PACKAGED).
@@ -18,15 +18,15 @@ rows whose licence asks more than attribution (NOT_PACKAGED).
 * Training-only sources (TRAINING_ONLY) are not split: all their rows go to tuning.  They are
   listed last in SOURCES and take no part in the split (no group, no draw from the generator),
   so adding or editing them never changes which of the other rows are held out.
-* Held-out sources (HELDOUT, today v4's) are read after all the others and are not split: all
-  their rows go to heldout_v4.jsonl.  They must share no row with any other source, nor with
+* Held-out sources (HELDOUT, today v5's) are read after all the others and are not split: all
+  their rows go to heldout_v5.jsonl.  They must share no row with any other source, nor with
   each other: a duplicate stops the build (it is never silently dropped).  A spent held-out
-  set's sources become training-only (held-out v2 and v3 since 2026-11-26), and its file must not
-  linger (SPENT: --check fails while one exists).
+  set's sources become training-only (v2 and v3 since 2026-11-26, v4 since 2026-11-27), and its file
+  must not linger (SPENT: --check fails while one exists).
 * Output is sorted by (source, task, sha) and written with sorted keys, so rerunning gives
   byte-identical files.  `--check` verifies the committed files instead of writing them.
 
-The held-out file (heldout_v4.jsonl) must never be used for tuning: not for rules, training or
+The held-out file (heldout_v5.jsonl) must never be used for tuning: not for rules, training or
 calibration.
 """
 import argparse
@@ -102,15 +102,7 @@ SOURCES = [
     ("zeta_handwritten_v9e.jsonl", "zeta-handwritten-v9e"),
     ("zeta_handwritten_v9f.jsonl", "zeta-handwritten-v9f"),
     ("zeta_handwritten_v9g.jsonl", "zeta-handwritten-v9g"),
-]
-# Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
-# development), v2 and v3 (measured twice each) steered development, so their rows are in
-# tuning.jsonl now and the old files must not linger: --check fails while one exists.
-SPENT = [DATA / "heldout.jsonl", DATA / "heldout_v2.jsonl", DATA / "heldout_v3.jsonl"]
-HELDOUT_FILE = DATA / "heldout_v4.jsonl"
-# Held-out v4: written apart from everything above, frozen before any classifier ran on it (see
-# the data README); every row goes to heldout_v4.jsonl, none to tuning.
-HELDOUT_SOURCES = [
+    # held-out v4, spent (measured twice) and folded into tuning on 2026-11-27
     ("heldout4_code.jsonl", "zeta-heldout4-code"),
     ("heldout4_reason.jsonl", "zeta-heldout4-reason"),
     ("heldout4_chat.jsonl", "zeta-heldout4-chat"),
@@ -118,6 +110,25 @@ HELDOUT_SOURCES = [
     ("heldout4_bbh.jsonl", "bbh-heldout4"),
     ("heldout4_mbpp.jsonl", "mbpp-heldout4"),
     ("heldout4_dolly.jsonl", "dolly-15k-heldout4"),
+    ("zeta_handwritten_v10a.jsonl", "zeta-handwritten-v10a"),
+    ("zeta_handwritten_v10b.jsonl", "zeta-handwritten-v10b"),
+    ("zeta_handwritten_v10c.jsonl", "zeta-handwritten-v10c"),
+]
+# Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
+# development), v2, v3 and v4 (measured twice each) steered development, so their rows are in
+# tuning.jsonl now and the old files must not linger: --check fails while one exists.
+SPENT = [DATA / "heldout.jsonl"] + [DATA / ("heldout_v%d.jsonl" % v) for v in (2, 3, 4)]
+HELDOUT_FILE = DATA / "heldout_v5.jsonl"
+# Held-out v5: written apart from everything above, frozen before any classifier ran on it (see
+# the data README); every row goes to heldout_v5.jsonl, none to tuning.
+HELDOUT_SOURCES = [
+    ("heldout5_code.jsonl", "zeta-heldout5-code"),
+    ("heldout5_reason.jsonl", "zeta-heldout5-reason"),
+    ("heldout5_chat.jsonl", "zeta-heldout5-chat"),
+    ("heldout5_gsm8k.jsonl", "gsm8k-heldout5"),
+    ("heldout5_bbh.jsonl", "bbh-heldout5"),
+    ("heldout5_mbpp.jsonl", "mbpp-heldout5"),
+    ("heldout5_dolly.jsonl", "dolly-15k-heldout5"),
 ]
 HELDOUT = {source for _, source in HELDOUT_SOURCES}
 # Sources whose rows all go to tuning, leaving the held-out split as it was: every source after
@@ -215,20 +226,20 @@ def main():
         for p in SPENT:
             p.unlink(missing_ok=True)
     counts = collections.Counter((r["task"], r["source"], s) for s, part in
-                                 (("tuning", split_tuning), ("heldout", heldout), ("v4", held_out)) for r in part)
-    print("rows: %d (tuning %d, of which v1 held-out %d; held-out v4 %d); duplicates dropped: %s"
-          % (len(rows), len(tuning), len(heldout), len(held_out), dict(sorted(dropped.items())) or "none"))
+                                 (("tuning", split_tuning), ("heldout", heldout), ("held", held_out)) for r in part)
+    print("rows: %d (tuning %d, of which v1 held-out %d; %s %d); duplicates dropped: %s"
+          % (len(rows), len(tuning), len(heldout), HELDOUT_FILE.name, len(held_out), dict(sorted(dropped.items())) or "none"))
     for task in TASKS:
         total = sum(v for (t, _, _), v in counts.items() if t == task)
         print("%-6s %4d (%.1f %%)" % (task, total, 100.0 * total / len(rows)))
         for _, source in SOURCES + HELDOUT_SOURCES:
             t = counts[(task, source, "tuning")]
             h = counts[(task, source, "heldout")]
-            v = counts[(task, source, "v4")]
+            v = counts[(task, source, "held")]
             if t or h:
                 print("    %-26s %4d  tuning %4d  (v1 split: tuning %4d, held-out %4d)" % (source, t + h, t + h, t, h))
             if v:
-                print("    %-26s %4d  held-out v4 %4d" % (source, v, v))
+                print("    %-26s %4d  %s %4d" % (source, v, HELDOUT_FILE.name, v))
 
 
 if __name__ == "__main__":
