@@ -6,7 +6,7 @@ code computed them when it was written. Neither depends on the trained weights, 
 leaves it valid; a pure speed-up of the rules or the feature code must reproduce it exactly.
 The prompts: tuning.jsonl, the 4,000-character prompts of classifier_eval.long_prompts,
 mixtures of tuning prompts, adversarial long inputs and fuzz. Never the held-out part
-(heldout_v3.jsonl).
+(heldout_v<N>.jsonl).
 
 Regenerate (when the rules or features are *meant* to change, or tuning.jsonl grows), from the
 code in CODE_DIR (default: this checkout; give the old checkout's root to snapshot the code
