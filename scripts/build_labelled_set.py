@@ -113,6 +113,8 @@ SOURCES = [
     ("zeta_handwritten_v10a.jsonl", "zeta-handwritten-v10a"),
     ("zeta_handwritten_v10b.jsonl", "zeta-handwritten-v10b"),
     ("zeta_handwritten_v10c.jsonl", "zeta-handwritten-v10c"),
+    ("zeta_handwritten_v10d.jsonl", "zeta-handwritten-v10d"),
+    ("zeta_handwritten_v10e.jsonl", "zeta-handwritten-v10e"),
 ]
 # Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
 # development), v2, v3 and v4 (measured twice each) steered development, so their rows are in
