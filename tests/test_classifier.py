@@ -205,16 +205,17 @@ def test_puzzles_and_logic_are_reason(prompt, signal):
     ("Compare the trade-offs of leasing versus buying a car.", "analysis:trade-offs"),
     ("Plan a two-week study schedule for the bar exam.", "planning:plan"),
     # Kept, named, for the next retrain: on 19,147 prompts (held-out v5's first look) the learned
-    # stage calls it chat at 0.70, above the escalation threshold. Strict, so a fix shows.
+    # stage calls it chat at 0.70, on 19,937 at 0.76: above the escalation threshold. Strict, so a
+    # fix shows.
     pytest.param("Design a strategy to grow a newsletter to 10,000 subscribers.", "planning:strategy",
-                 marks=pytest.mark.xfail(strict=True, reason="routed to chat (learned, 0.70) since the "
-                                         "retrain for held-out v5's first look")),
+                 marks=pytest.mark.xfail(strict=True, reason="routed to chat (learned, 0.70-0.76) since the "
+                                         "retrains for held-out v5")),
 ])
 def test_analysis_and_planning_are_reason(prompt, signal):
     """Trade-off analysis and planning go to the reasoning model, not chit-chat: decided so, or
     too unsure to decide and escalated to it by the router's defaults. (Trained on 8,684 prompts
     the learned stage called the newsletter strategy chat at 0.43, reason 0.39: escalated; on
-    12,568, reason at 0.87; on 19,147, chat at 0.70.)"""
+    12,568, reason at 0.87; on 19,147, chat at 0.70; on 19,937, chat at 0.76.)"""
     result = classify(prompt)
     route = routing.decide(prompt, None, load_config(shipped_config_path()))
     assert route.task == "reason", route.reason
@@ -393,17 +394,17 @@ def heldout() -> ce.Evaluation:
     return ce.evaluate(ce.load_rows(HELDOUT))
 
 
-# Two of the issue's targets are not met on held-out v5. Its first look (2026-11-27), after a
-# retrain on 19,147 tuning prompts (v4 folded in, 982 new hand-written ones): accuracy 0.967 (638
-# of 660; target 0.97), recall code 0.995, reason 0.945, chat 0.959 (target 0.95 each). The third
-# is met: decisions at confidence >= 0.9 right 581 of 587 (0.990; target 0.98). Strict, so
-# meeting one fails loudly here. v5 allows one more look, after a change chosen without it (the
-# data README, held-out v5). (On held-out v4 the last figures were 0.958, recall 0.955 / 0.950 /
-# 0.968; the sets are not comparable.)
+# Two of the issue's targets are not met on held-out v5. Its second and last look (2026-11-27),
+# after a retrain on 19,937 tuning prompts (790 more hand-written ones, v10d-e): accuracy 0.962
+# (635 of 660; target 0.97), recall code 0.995, reason 0.941, chat 0.950 (target 0.95 each). The
+# third is met: decisions at confidence >= 0.9 right 583 of 590 (0.988; target 0.98). Strict, so
+# meeting one fails loudly here. v5 is now spent: the next change is measured on held-out v6
+# (frozen, unread: tests/data/classifier/README.md), which then replaces v5 here. (Its first
+# look: 0.967, recall 0.995 / 0.945 / 0.959, 0.990 confident.)
 _NOT_MET_ACCURACY = pytest.mark.xfail(
-    strict=True, reason="issue 11 target not met on held-out v5 (accuracy 0.967, 638 of 660)")
+    strict=True, reason="issue 11 target not met on held-out v5 (accuracy 0.962, 635 of 660)")
 _NOT_MET_RECALL = pytest.mark.xfail(
-    strict=True, reason="issue 11 target not met on held-out v5 (recall of reason 0.945)")
+    strict=True, reason="issue 11 target not met on held-out v5 (recall of reason 0.941)")
 
 
 @_NOT_MET_ACCURACY
@@ -421,8 +422,8 @@ def test_heldout_confident_decisions_are_right_98_percent_of_the_time(heldout: c
 
 
 def test_heldout_floor_holds(heldout: ce.Evaluation):
-    """What the classifier does reach today (held-out v5, 2026-11-27, its first look: accuracy
-    0.967, lowest recall 0.945); a change that falls below it is a regression."""
+    """What the classifier does reach today (held-out v5, 2026-11-27, its second look: accuracy
+    0.962, lowest recall 0.941); a change that falls below it is a regression."""
     assert heldout.accuracy >= 0.96
     assert min(heldout.recall.values()) >= 0.94
 
