@@ -39,7 +39,10 @@ import unicodedata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data" / "classifier"
+sys.path.insert(0, str(ROOT))  # this checkout's zeta_local, whatever is installed
+from zeta_local import classifier_eval  # noqa: E402
+
+DATA = classifier_eval.LABELLED_DIR
 SEED = 20240611
 TUNING_SHARE = 0.6
 TASKS = ("code", "reason", "chat")
@@ -120,7 +123,7 @@ SOURCES = [
 # development), v2, v3 and v4 (measured twice each) steered development, so their rows are in
 # tuning.jsonl now and the old files must not linger: --check fails while one exists.
 SPENT = [DATA / "heldout.jsonl"] + [DATA / ("heldout_v%d.jsonl" % v) for v in (2, 3, 4)]
-HELDOUT_FILE = DATA / "heldout_v5.jsonl"
+HELDOUT_FILE = DATA / classifier_eval.HELDOUT_FILE  # named once, where the evaluation reads it
 # Held-out v5: written apart from everything above, frozen before any classifier ran on it (see
 # the data README); every row goes to heldout_v5.jsonl, none to tuning.
 HELDOUT_SOURCES = [
