@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Out-of-fold (cross-validated) accuracy of the whole classifier on the tuning prompts only.
 
-Run from the repository root:  python scripts/oof_classifier.py [--lam 1e-6] [--class-weights 2,1,1] [--misses FILE]
+Run from the repository root:  python scripts/oof_classifier.py [--lam 1e-6] [--class-weights 2,1,1] [--chars 2,3,4,5] [--misses FILE]
 
 The yardstick for choosing changes to rules, features or training: the learned stage is fitted
 on 4 folds and predicts the 5th (the folds and gate rule of classifier_training.train), the
@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's zeta_local, whatever is install
 
 from zeta_local import classifier_rules as rules  # noqa: E402
 from zeta_local import classifier_training as ct  # noqa: E402
+from zeta_local import learned_classifier as learned  # noqa: E402
 
 TUNING = ROOT / "tests" / "data" / "classifier" / "tuning.jsonl"
 # The sources split between tuning and held-out (the data README's split rule 5): their tuning
@@ -39,9 +40,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--class-weights", type=lambda s: tuple(float(x) for x in s.split(",")), default=None,
                         help="per-task loss weights code,reason,chat (default: none, the plain fit)")
+    parser.add_argument("--chars", type=lambda s: tuple(int(x) for x in s.split(",")), default=None,
+                        help="character n-gram lengths, e.g. 3,4,5 (default: the shipped CHAR_NS)")
     parser.add_argument("--misses", type=Path, help="write the out-of-fold misses (tuning only) here as jsonl")
     args = parser.parse_args()
 
+    if args.chars:
+        learned.use_char_ngrams(args.chars)
     rows = [json.loads(line) for line in args.tuning.read_text(encoding="utf-8").splitlines() if line.strip()]
     t0 = time.time()
     data = ct.featurize([r["prompt"] for r in rows], [r["task"] for r in rows])
