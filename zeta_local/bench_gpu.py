@@ -159,6 +159,7 @@ def _vram(paths: dict[str, Path], work: Path) -> list[dict[str, Any]]:
             _wait_unloaded(router, name)
             # The next model's growth is measured from here: wait until the device's use is back
             # where it was (on an H200 the 7B once started while the 4B's 4 GiB were still held).
+            row["back_to_before_s"] = None  # every row has the key, read or not
             if before is not None:
                 waited, used = _wait_device_back(before)
                 row["back_to_before_s"] = waited if used <= before + BACK_TOLERANCE else None
