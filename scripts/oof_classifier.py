@@ -46,7 +46,10 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.chars:
-        learned.use_char_ngrams(args.chars)
+        try:
+            learned.use_char_ngrams(args.chars)
+        except ValueError as exc:
+            parser.error(str(exc))
     rows = [json.loads(line) for line in args.tuning.read_text(encoding="utf-8").splitlines() if line.strip()]
     t0 = time.time()
     data = ct.featurize([r["prompt"] for r in rows], [r["task"] for r in rows])

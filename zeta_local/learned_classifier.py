@@ -60,7 +60,11 @@ def use_char_ngrams(ns: tuple[int, ...]) -> None:
     """Hash character n-grams of these lengths (ascending). For experiments out of fold
     (scripts/oof_classifier.py --chars); weights trained on other lengths are refused by load()."""
     global CHAR_NS, _CHAR_SALT, _CHAR_SALT_POW
-    CHAR_NS = tuple(ns)
+    ns = tuple(ns)
+    # _char_indices() builds each length from the one before it, starting at 2.
+    if not ns or ns[0] < 2 or list(ns) != sorted(set(ns)):
+        raise ValueError(f"character n-gram lengths must be distinct, ascending and at least 2, got {ns}")
+    CHAR_NS = ns
     # Per-n salts, so that "abc" as a 3-gram and "\0abc" as a 4-gram never share a bucket by design.
     _CHAR_SALT = {n: np.uint64((0x5851F42D4C957F2D * (n + 1)) & _MASK64) for n in CHAR_NS}
     _CHAR_SALT_POW = {n: np.uint64((int(s) * pow(1_000_003, n, 1 << 64)) & _MASK64) for n, s in _CHAR_SALT.items()}
