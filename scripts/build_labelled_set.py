@@ -126,6 +126,11 @@ SOURCES = [
     ("heldout5_bbh.jsonl", "bbh-heldout5"),
     ("heldout5_mbpp.jsonl", "mbpp-heldout5"),
     ("heldout5_dolly.jsonl", "dolly-15k-heldout5"),
+    # written for held-out v6's second look (the data README, v6 step 7)
+    ("zeta_handwritten_v10f.jsonl", "zeta-handwritten-v10f"),
+    ("zeta_handwritten_v10g.jsonl", "zeta-handwritten-v10g"),
+    ("zeta_handwritten_v10h.jsonl", "zeta-handwritten-v10h"),
+    ("zeta_handwritten_v10i.jsonl", "zeta-handwritten-v10i"),
 ]
 # Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
 # development), v2, v3, v4 and v5 (measured twice each) steered development, so their rows are in

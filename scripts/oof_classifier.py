@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Out-of-fold (cross-validated) accuracy of the whole classifier on the tuning prompts only.
 
-Run from the repository root:  python scripts/oof_classifier.py [--lam 1e-6] [--class-weights 2,1,1] [--chars 2,3,4,5] [--misses FILE]
+Run from the repository root:  python scripts/oof_classifier.py [--lam 1e-6] [--class-weights 2,1,1] [--chars 2,3,4,5]
+                                    [--min-docs 3] [--misses FILE]
 
 The yardstick for choosing changes to rules, features or training: the learned stage is fitted
 on 4 folds and predicts the 5th (the folds and gate rule of classifier_training.train), the
@@ -42,6 +43,8 @@ def main() -> int:
                         help="per-task loss weights code,reason,chat (default: none, the plain fit)")
     parser.add_argument("--chars", type=lambda s: tuple(int(x) for x in s.split(",")), default=None,
                         help="character n-gram lengths, e.g. 3,4,5 (default: the shipped CHAR_NS)")
+    parser.add_argument("--min-docs", type=int, default=None,
+                        help="least training prompts a bucket needs to get a weight (default: the shipped MIN_DOCS)")
     parser.add_argument("--misses", type=Path, help="write the out-of-fold misses (tuning only) here as jsonl")
     args = parser.parse_args()
 
@@ -50,6 +53,10 @@ def main() -> int:
             learned.use_char_ngrams(args.chars)
         except ValueError as exc:
             parser.error(str(exc))
+    if args.min_docs is not None:
+        if args.min_docs < 1:
+            parser.error("--min-docs must be at least 1")
+        ct.MIN_DOCS = args.min_docs
     rows = [json.loads(line) for line in args.tuning.read_text(encoding="utf-8").splitlines() if line.strip()]
     t0 = time.time()
     data = ct.featurize([r["prompt"] for r in rows], [r["task"] for r in rows])

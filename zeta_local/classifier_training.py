@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 
 LAMBDAS = (1e-7, 3e-7, 1e-6, 3e-6, 1e-5)
 FOLDS = 5
-MIN_DOCS = 2  # a bucket seen in a single training prompt carries an anecdote, not a pattern
+# A bucket seen in fewer training prompts carries an anecdote, not a pattern. 3 rather than 2:
+# as accurate out of fold (93.75 % against 93.68 % on 20,597 prompts) for a file 30 % smaller.
+MIN_DOCS = 3
 GATES = tuple(round(g, 2) for g in np.arange(0.0, 1.01, 0.05))
 # Per-task loss weights (code, reason, chat) tried at the chosen L2; (1, 1, 1) is the plain fit.
 CLASS_WEIGHTS = ((1.0, 1.0, 1.0), (1.0, 1.0, 1.5), (1.0, 1.5, 1.0), (1.25, 1.0, 1.0), (1.5, 1.0, 1.0), (2.0, 1.0, 1.0),
