@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from zeta_local import ZetaDynamicRouter
+from zeta_local import semantic
 from zeta_local.classifier import classify
 from zeta_local.errors import ConfigError
 from zeta_local.semantic import TASKS, ExampleIndex, SemanticStage, Vote, load_examples
@@ -41,14 +42,15 @@ def gemma_router(write_config, gemma_path: Path):
 
 
 class CountingEmbed:
-    """The router's real embeddings, counted."""
+    """The router's real embeddings, counted, with the deadline each call was given."""
 
     def __init__(self, router: ZetaDynamicRouter):
-        self.router, self.calls, self.texts = router, 0, 0
+        self.router, self.calls, self.texts, self.deadlines = router, 0, 0, []
 
-    def __call__(self, texts: list[str]) -> np.ndarray:
+    def __call__(self, texts: list[str], deadline_s: float = semantic.PROMPT_DEADLINE_S) -> np.ndarray:
         self.calls += 1
         self.texts += len(texts)
+        self.deadlines.append((len(texts), deadline_s))
         return self.router.embed(texts, model="gemma").vectors
 
 
@@ -129,7 +131,7 @@ def test_close_stops_a_build_between_batches(gemma_path, tmp_path):
     release = threading.Event()
     started = threading.Event()
 
-    def slow(texts: list[str]) -> np.ndarray:
+    def slow(texts: list[str], deadline_s: float) -> np.ndarray:
         started.set()
         release.wait(10)
         return np.ones((len(texts), 4), dtype=np.float32) / 2
@@ -254,7 +256,23 @@ def test_a_failing_prompt_embedding_makes_the_stage_abstain(gemma_router, gemma_
     assert stage.wait_ready(120)
     assert stage.second_opinion("undo my last git commit", gemma_path, embed) is not None
 
-    def failing(texts: list[str]) -> np.ndarray:
+    def failing(texts: list[str], deadline_s: float) -> np.ndarray:
         raise RuntimeError("deadline passed")
 
     assert stage.second_opinion("undo my last git commit", gemma_path, failing) is None
+
+
+def test_the_index_build_waits_longer_than_a_routed_prompt(gemma_router, gemma_path, tmp_path):
+    """A routed prompt's embedding waits PROMPT_DEADLINE_S; a batch of the background build gets
+    BATCH_DEADLINE_S, since a big embedding model on a CPU needs far more than 5 s for a batch
+    (with one deadline for both, such a model's index was never built)."""
+    embed = CountingEmbed(gemma_router)
+    stage = SemanticStage(EXAMPLES, cache_root=tmp_path)
+    stage.index(gemma_path, embed)
+    assert stage.wait_ready(120)
+    build = list(embed.deadlines)
+    assert build and all(d == semantic.BATCH_DEADLINE_S for _, d in build)
+    assert sum(n for n, _ in build) == len(EXAMPLES)
+    assert stage.second_opinion("undo my last git commit", gemma_path, embed) is not None
+    assert embed.deadlines[len(build):] == [(1, semantic.PROMPT_DEADLINE_S)]
+    assert semantic.BATCH_DEADLINE_S > semantic.PROMPT_DEADLINE_S

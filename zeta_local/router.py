@@ -39,10 +39,6 @@ from zeta_local.watchdog import BUDGET_KEYS, check_budget_overrides
 
 log = logging.getLogger(__name__)
 
-# An embedding for the semantic stage waits at most this long (queue included), then the
-# request is routed without it.
-SEMANTIC_DEADLINE_S = 5.0
-
 
 class ZetaDynamicRouter:
     """Routes prompts to the right local model and falls back along the task's chain.
@@ -121,8 +117,8 @@ class ZetaDynamicRouter:
         if name is None:
             return None
 
-        def embed(texts: list[str]) -> Any:
-            return self._chains.embed(texts, (name,), {"deadline_s": SEMANTIC_DEADLINE_S}, None).vectors
+        def embed(texts: list[str], deadline_s: float) -> Any:
+            return self._chains.embed(texts, (name,), {"deadline_s": deadline_s}, None).vectors
 
         try:
             return self._semantic.second_opinion(prompt, find_model_file(self.config.models[name]), embed)

@@ -30,9 +30,15 @@ K = 10  # neighbours that vote
 # embedding context holds 512 tokens (a character is at most about one token).
 EMBED_CHARS = 480
 BATCH = 16  # examples per embedding request while the index is built
+# How long an embedding may take, queue included. A prompt being routed waits little, then is
+# routed without this stage. A batch of the index build runs in the background, where only
+# patience is at stake: a 4B embedding model on a CPU takes tens of seconds for one, and with
+# the prompt's 5 s no batch ever finished there and the index was never built.
+PROMPT_DEADLINE_S = 5.0
+BATCH_DEADLINE_S = 600.0
 _TAUS = np.geomspace(0.002, 0.5, 40)  # the softmax temperatures the fit chooses from
 
-Embed = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised rows
+Embed = Callable[[list[str], float], np.ndarray]  # (texts, deadline_s) -> L2-normalised rows
 
 
 def load_examples(path: Path | None = None) -> list[tuple[str, str]]:
@@ -179,7 +185,7 @@ class SemanticStage:
             for start in range(0, len(self.texts), BATCH):
                 if self._stop.is_set():
                     return
-                rows.append(embed(self.texts[start:start + BATCH]))
+                rows.append(embed(self.texts[start:start + BATCH], BATCH_DEADLINE_S))
             index = ExampleIndex.fit(np.concatenate(rows), self.labels)
             index.save(path)
             with self._lock:
@@ -198,7 +204,7 @@ class SemanticStage:
         if index is None:
             return None
         try:
-            vector = embed([prompt[:EMBED_CHARS]])[0]
+            vector = embed([prompt[:EMBED_CHARS]], PROMPT_DEADLINE_S)[0]
         except Exception as exc:
             log.info("semantic stage abstains: embedding the prompt failed: %s", exc)
             return None
