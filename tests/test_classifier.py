@@ -205,10 +205,10 @@ def test_puzzles_and_logic_are_reason(prompt, signal):
     ("Compare the trade-offs of leasing versus buying a car.", "analysis:trade-offs"),
     ("Plan a two-week study schedule for the bar exam.", "planning:plan"),
     # Kept, named, for the next retrain: on 19,147 prompts (held-out v5's first look) the learned
-    # stage calls it chat at 0.70, on 19,937 at 0.76, on 20,597 with character 2-grams at 0.78:
-    # above the escalation threshold. Strict, so a fix shows.
+    # stage calls it chat at 0.70, on 19,937 at 0.76, on 20,597 with character 2-grams at 0.78,
+    # on 21,455 at 0.81: above the escalation threshold. Strict, so a fix shows.
     pytest.param("Design a strategy to grow a newsletter to 10,000 subscribers.", "planning:strategy",
-                 marks=pytest.mark.xfail(strict=True, reason="routed to chat (learned, 0.70-0.78) since the "
+                 marks=pytest.mark.xfail(strict=True, reason="routed to chat (learned, 0.70-0.81) since the "
                                          "retrains for held-out v5")),
 ])
 def test_analysis_and_planning_are_reason(prompt, signal):
@@ -216,7 +216,7 @@ def test_analysis_and_planning_are_reason(prompt, signal):
     too unsure to decide and escalated to it by the router's defaults. (Trained on 8,684 prompts
     the learned stage called the newsletter strategy chat at 0.43, reason 0.39: escalated; on
     12,568, reason at 0.87; on 19,147, chat at 0.70; on 19,937, chat at 0.76; on 20,597, chat at
-    0.78.)"""
+    0.78; on 21,455, chat at 0.81.)"""
     result = classify(prompt)
     route = routing.decide(prompt, None, load_config(shipped_config_path()))
     assert route.task == "reason", route.reason
@@ -395,15 +395,13 @@ def heldout() -> ce.Evaluation:
     return ce.evaluate(ce.load_rows(HELDOUT))
 
 
-# Two of the issue's targets are not met on held-out v6. Its first look (2026-11-27), after a
-# retrain on 20,597 tuning prompts (v5 folded in) with character 2-5-grams: accuracy 0.967 (638
-# of 660; target 0.97), recall code 0.982, reason 0.973, chat 0.945 (target 0.95 each). The
-# third is met: decisions at confidence >= 0.9 right 583 of 588 (0.991; target 0.98). Strict, so
-# meeting one fails loudly here. v6 allows one more look, after a change chosen without it.
+# One of the issue's targets is not met on held-out v6. Its second and last look (2026-11-27),
+# after a retrain on 21,455 tuning prompts (v10f-i added, MIN_DOCS 3): accuracy 0.968 (639 of
+# 660; target 0.97). The other two are met: recall code 0.977, reason 0.968, chat 0.959 (target
+# 0.95 each), and decisions at confidence >= 0.9 right 582 of 586 (0.993; target 0.98). Strict,
+# so meeting it fails loudly here. v6 is spent: the next change is measured on held-out v7.
 _NOT_MET_ACCURACY = pytest.mark.xfail(
-    strict=True, reason="issue 11 target not met on held-out v6 (accuracy 0.967, 638 of 660)")
-_NOT_MET_RECALL = pytest.mark.xfail(
-    strict=True, reason="issue 11 target not met on held-out v6 (recall of chat 0.945)")
+    strict=True, reason="issue 11 target not met on held-out v6 (accuracy 0.968, 639 of 660)")
 
 
 @_NOT_MET_ACCURACY
@@ -411,7 +409,6 @@ def test_heldout_accuracy_is_at_least_97_percent(heldout: ce.Evaluation):
     assert heldout.accuracy >= 0.97, "\n".join(ce.report_lines("heldout", heldout, list_wrong=False))
 
 
-@_NOT_MET_RECALL
 def test_heldout_recall_of_every_task_is_at_least_95_percent(heldout: ce.Evaluation):
     assert min(heldout.recall.values()) >= 0.95, heldout.recall
 
@@ -421,10 +418,9 @@ def test_heldout_confident_decisions_are_right_98_percent_of_the_time(heldout: c
 
 
 def test_heldout_floor_holds(heldout: ce.Evaluation):
-    """What the classifier does reach today (held-out v6, 2026-11-27, its first look: accuracy
-    0.967, lowest recall 0.945); a change that falls below it is a regression."""
+    """What the classifier does reach today (held-out v6, 2026-11-27, its second look: accuracy
+    0.968, lowest recall 0.959); a change that falls below it is a regression."""
     assert heldout.accuracy >= 0.96
-    assert min(heldout.recall.values()) >= 0.94
 
 
 def test_heldout_calibration_is_sane(heldout: ce.Evaluation):
