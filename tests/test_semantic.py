@@ -264,8 +264,8 @@ def test_a_failing_prompt_embedding_makes_the_stage_abstain(gemma_router, gemma_
 
 def test_the_index_build_waits_longer_than_a_routed_prompt(gemma_router, gemma_path, tmp_path):
     """A routed prompt's embedding waits PROMPT_DEADLINE_S; a batch of the background build gets
-    BATCH_DEADLINE_S, since a big embedding model on a CPU needs far more than 5 s for a batch
-    (with one deadline for both, such a model's index was never built)."""
+    BATCH_DEADLINE_S (with one 5 s deadline for both, a batch on a busy CPU missed it and the
+    index was never built)."""
     embed = CountingEmbed(gemma_router)
     stage = SemanticStage(EXAMPLES, cache_root=tmp_path)
     stage.index(gemma_path, embed)
