@@ -18,15 +18,15 @@ rows whose licence asks more than attribution (NOT_PACKAGED).
 * Training-only sources (TRAINING_ONLY) are not split: all their rows go to tuning.  They are
   listed last in SOURCES and take no part in the split (no group, no draw from the generator),
   so adding or editing them never changes which of the other rows are held out.
-* Held-out sources (HELDOUT, today v6's) are read after all the others and are not split: all
-  their rows go to heldout_v6.jsonl.  They must share no row with any other source, nor with
+* Held-out sources (HELDOUT, today v7's) are read after all the others and are not split: all
+  their rows go to heldout_v7.jsonl.  They must share no row with any other source, nor with
   each other: a duplicate stops the build (it is never silently dropped).  A spent held-out
-  set's sources become training-only (v2 and v3 since 2026-11-26, v4 and v5 since 2026-11-27),
+  set's sources become training-only (v2 and v3 since 2026-11-26, v4, v5 and v6 since 2026-11-27),
   and its file must not linger (SPENT: --check fails while one exists).
 * Output is sorted by (source, task, sha) and written with sorted keys, so rerunning gives
   byte-identical files.  `--check` verifies the committed files instead of writing them.
 
-The held-out file (heldout_v6.jsonl) must never be used for tuning: not for rules, training or
+The held-out file (heldout_v7.jsonl) must never be used for tuning: not for rules, training or
 calibration.
 """
 import argparse
@@ -131,15 +131,7 @@ SOURCES = [
     ("zeta_handwritten_v10g.jsonl", "zeta-handwritten-v10g"),
     ("zeta_handwritten_v10h.jsonl", "zeta-handwritten-v10h"),
     ("zeta_handwritten_v10i.jsonl", "zeta-handwritten-v10i"),
-]
-# Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
-# development), v2, v3, v4 and v5 (measured twice each) steered development, so their rows are in
-# tuning.jsonl now and the old files must not linger: --check fails while one exists.
-SPENT = [DATA / "heldout.jsonl"] + [DATA / ("heldout_v%d.jsonl" % v) for v in (2, 3, 4, 5)]
-HELDOUT_FILE = DATA / classifier_eval.HELDOUT_FILE  # named once, where the evaluation reads it
-# Held-out v6: written apart from everything above, frozen before any classifier ran on it (see
-# the data README); every row goes to heldout_v6.jsonl, none to tuning.
-HELDOUT_SOURCES = [
+    # held-out v6, spent (measured twice) and folded into tuning on 2026-11-27
     ("heldout6_code.jsonl", "zeta-heldout6-code"),
     ("heldout6_reason.jsonl", "zeta-heldout6-reason"),
     ("heldout6_chat.jsonl", "zeta-heldout6-chat"),
@@ -147,6 +139,23 @@ HELDOUT_SOURCES = [
     ("heldout6_bbh.jsonl", "bbh-heldout6"),
     ("heldout6_mbpp.jsonl", "mbpp-heldout6"),
     ("heldout6_dolly.jsonl", "dolly-15k-heldout6"),
+]
+# Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
+# development), v2, v3, v4, v5 and v6 (measured twice each) steered development, so their rows are in
+# tuning.jsonl now and the old files must not linger: --check fails while one exists.
+SPENT = [DATA / "heldout.jsonl"] + [DATA / ("heldout_v%d.jsonl" % v) for v in (2, 3, 4, 5, 6)]
+HELDOUT_FILE = DATA / classifier_eval.HELDOUT_FILE  # named once, where the evaluation reads it
+# Held-out v7: written apart from everything above, frozen before any classifier ran on it (see
+# the data README); every row goes to heldout_v7.jsonl, none to tuning. MBPP ran out, so
+# hand-written short function tasks stand in for its part.
+HELDOUT_SOURCES = [
+    ("heldout7_code.jsonl", "zeta-heldout7-code"),
+    ("heldout7_reason.jsonl", "zeta-heldout7-reason"),
+    ("heldout7_chat.jsonl", "zeta-heldout7-chat"),
+    ("heldout7_functions.jsonl", "zeta-heldout7-functions"),
+    ("heldout7_gsm8k.jsonl", "gsm8k-heldout7"),
+    ("heldout7_bbh.jsonl", "bbh-heldout7"),
+    ("heldout7_dolly.jsonl", "dolly-15k-heldout7"),
 ]
 HELDOUT = {source for _, source in HELDOUT_SOURCES}
 # Sources whose rows all go to tuning, leaving the held-out split as it was: every source after
