@@ -139,6 +139,11 @@ SOURCES = [
     ("heldout6_bbh.jsonl", "bbh-heldout6"),
     ("heldout6_mbpp.jsonl", "mbpp-heldout6"),
     ("heldout6_dolly.jsonl", "dolly-15k-heldout6"),
+    # written for held-out v7's first look (the data README, v7 step 1)
+    ("zeta_handwritten_v11a.jsonl", "zeta-handwritten-v11a"),
+    ("zeta_handwritten_v11b.jsonl", "zeta-handwritten-v11b"),
+    ("zeta_handwritten_v11c.jsonl", "zeta-handwritten-v11c"),
+    ("zeta_handwritten_v11d.jsonl", "zeta-handwritten-v11d"),
 ]
 # Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
 # development), v2, v3, v4, v5 and v6 (measured twice each) steered development, so their rows are in

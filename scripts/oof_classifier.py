@@ -2,7 +2,7 @@
 """Out-of-fold (cross-validated) accuracy of the whole classifier on the tuning prompts only.
 
 Run from the repository root:  python scripts/oof_classifier.py [--lam 1e-6] [--class-weights 2,1,1] [--chars 2,3,4,5]
-                                    [--min-docs 3] [--misses FILE]
+                                    [--min-docs 3] [--no-shape] [--misses FILE]
 
 The yardstick for choosing changes to rules, features or training: the learned stage is fitted
 on 4 folds and predicts the 5th (the folds and gate rule of classifier_training.train), the
@@ -45,6 +45,7 @@ def main() -> int:
                         help="character n-gram lengths, e.g. 3,4,5 (default: the shipped CHAR_NS)")
     parser.add_argument("--min-docs", type=int, default=None,
                         help="least training prompts a bucket needs to get a weight (default: the shipped MIN_DOCS)")
+    parser.add_argument("--no-shape", action="store_true", help="leave out the prompt-shape features (feature version 3)")
     parser.add_argument("--misses", type=Path, help="write the out-of-fold misses (tuning only) here as jsonl")
     args = parser.parse_args()
 
@@ -53,6 +54,8 @@ def main() -> int:
             learned.use_char_ngrams(args.chars)
         except ValueError as exc:
             parser.error(str(exc))
+    if args.no_shape:
+        learned.use_shape_features(False)
     if args.min_docs is not None:
         if args.min_docs < 1:
             parser.error("--min-docs must be at least 1")
@@ -88,6 +91,13 @@ def main() -> int:
         print(f"    split-source rows ({sp.sum()}): accuracy {(pred[sp] == data.y[sp]).mean():.4f} "
               f"({int((pred[sp] == data.y[sp]).sum())}/{sp.sum()}); recall "
               + " ".join(f"{t} {r:.4f}" for t, r in srecall.items()))
+        # The rows of the spent held-out sets (written as a new held-out set is): the nearest
+        # thing in tuning to the next one.
+        ho = np.array(["heldout" in (r.get("source") or "") for r in rows])
+        hrecall = {t: float((pred[ho & (data.y == k)] == k).mean()) for k, t in enumerate(rules.TASKS)}
+        print(f"    spent held-out rows ({ho.sum()}): accuracy {(pred[ho] == data.y[ho]).mean():.4f} "
+              f"({int((pred[ho] == data.y[ho]).sum())}/{ho.sum()}); recall "
+              + " ".join(f"{t} {r:.4f}" for t, r in hrecall.items()))
         if args.misses:
             with args.misses.open("w", encoding="utf-8") as f:
                 for i in np.flatnonzero(pred != data.y):

@@ -2,6 +2,7 @@
 """Train the classifier's learned stage and calibration on the tuning prompts; write the weights file.
 
 Run from the repository root:  python scripts/train_classifier.py [--tuning FILE] [--out FILE]
+                                 [--lambdas 1e-7,1e-6] [--plain]
 
 Only the tuning part is read: the held-out part is for scripts/classifier_accuracy.py and the
 tests, never for choosing weights, the gate or the calibration. Deterministic (fixed seed).
@@ -30,12 +31,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=learned_classifier.WEIGHTS_PATH,
                         help="weights file to write (default: the package's)")
     parser.add_argument("--seed", type=int, default=0, help="fold assignment seed (default 0)")
+    parser.add_argument("--lambdas", type=lambda s: tuple(float(x) for x in s.split(",")),
+                        default=classifier_training.LAMBDAS,
+                        help="L2 strengths to choose among out of fold, comma-separated (default: %(default)s)")
+    parser.add_argument("--plain", action="store_true",
+                        help="fit without per-task loss weights instead of choosing among CLASS_WEIGHTS "
+                             "(a quarter of the time, when earlier runs chose none)")
     args = parser.parse_args()
 
     raw = args.tuning.read_bytes()
     rows = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
     trained = classifier_training.train([r["prompt"] for r in rows], [r["task"] for r in rows],
-                                       [r["source"] for r in rows], seed=args.seed)
+                                       [r["source"] for r in rows], seed=args.seed, lambdas=args.lambdas,
+                                       class_weights=((1.0, 1.0, 1.0),) if args.plain else classifier_training.CLASS_WEIGHTS)
     print("\n".join(trained.report))
     meta = (f"tuning={args.tuning.name} rows={len(rows)} sha256={hashlib.sha256(raw).hexdigest()[:16]} "
             f"seed={args.seed} l2={trained.lam:g} class_weights="

@@ -12,8 +12,10 @@ scripts/train_classifier.py.
 from __future__ import annotations
 
 import logging
+import re
 import zlib
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from zeta_local.classifier_rules import TASKS, RuleDecision, family, lower_and_t
 logger = logging.getLogger(__name__)
 
 # Bump when the features change: weights trained on other features are refused at load.
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 # 2^20 buckets: at 2^18 the ~200,000 weighted n-grams of the tuning prompts collided often.
 # Out of fold (writer folds, 15,178 prompts) 2^20 was right on 0.33 points more than 2^18, and
 # 2^21 on 0.07 more still, for twice the 12 MiB table.
@@ -71,6 +73,39 @@ def use_char_ngrams(ns: tuple[int, ...]) -> None:
 
 
 use_char_ngrams(CHAR_NS)
+
+
+# The prompt's shape, in any language: how many numbers, a question mark, its length and
+# lines, and whether it is written in a non-Latin script, alone and crossed. A word problem in
+# a language with few training prompts still looks like one: numbers and a question. Since
+# feature version 4: out of fold on 22,115 prompts 94.42 % against 93.63 % without (data
+# README, held-out v7, step 1).
+SHAPE_FEATURES = True
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+_NON_LATIN = re.compile(r"[\u0370-\u1fff\u2e80-\ua4ff\uac00-\ud7af]")
+
+
+def use_shape_features(on: bool) -> None:
+    """For experiments out of fold (scripts/oof_classifier.py --no-shape); weights trained
+    without them are refused by load()."""
+    global SHAPE_FEATURES
+    SHAPE_FEATURES = on
+
+
+def _bucket(n: int, edges: tuple[int, ...]) -> int:
+    return sum(n >= e for e in edges)
+
+
+def _shape_names(text: str) -> list[str]:
+    numbers = _bucket(sum(1 for _ in islice(_NUMBER.finditer(text), 10)), (1, 2, 3, 4, 6, 10))  # 10+ is one bucket
+    question = "?" in text or "\uff1f" in text or "\u061f" in text
+    length = _bucket(len(text), (30, 60, 150, 400, 1200))
+    lines = _bucket(text.count("\n"), (1, 3, 10))
+    script = "other" if _NON_LATIN.search(text) else "latin"
+    return [f"shape n{numbers}", f"shape q{question:d}", f"shape len{length}", f"shape lines{lines}",
+            f"shape {script}", f"shape n{numbers} q{question:d}", f"shape n{numbers} len{length}",
+            f"shape {script} n{numbers}", f"shape {script} n{numbers} q{question:d}",
+            f"shape {script} len{length} q{question:d}"]
 
 
 def _word_index(key: str) -> int:
@@ -158,6 +193,10 @@ def extract(text: str, rules: RuleDecision) -> Features:
         evidence = rules.scores[task] - (1.0 if task == "chat" else 0.0)
         extra_names.append("s " + task)
         extra_values.append(min(evidence, _SCORE_CAP) / 3.0)
+    if SHAPE_FEATURES:
+        shape = _shape_names(text)
+        extra_names += shape
+        extra_values += [1.0] * len(shape)
     extra_index = [_word_index(name) for name in extra_names]
 
     # Length-normalised counts (count / sqrt(total)), so a long paste does not swamp the bias.
