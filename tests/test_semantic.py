@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,31 @@ def test_a_failing_embedding_model_leaves_the_stage_abstaining(gemma_path, tmp_p
     assert stage.index(gemma_path, broken) is None
     assert stage.wait_ready(10)
     assert not stage.index_path(gemma_path).exists()
+
+
+def test_a_failed_build_is_tried_again_only_after_a_growing_wait(gemma_path, tmp_path):
+    """A model that cannot embed must not start a doomed build on every uncertain prompt."""
+    builds = []
+
+    def broken(texts: list[str], deadline_s: float) -> np.ndarray:
+        builds.append(len(texts))
+        raise RuntimeError("the embedding model fell over")
+
+    stage = SemanticStage(EXAMPLES, cache_root=tmp_path, retry_after_s=0.5)
+    assert stage.index(gemma_path, broken) is None
+    assert stage.wait_ready(10)
+    for _ in range(20):  # uncertain prompts arriving during the wait
+        assert stage.index(gemma_path, broken) is None
+    assert stage.wait_ready(10)
+    assert len(builds) == 1
+    time.sleep(0.6)
+    assert stage.index(gemma_path, broken) is None  # the wait is over: one more try
+    assert stage.wait_ready(10)
+    assert len(builds) == 2
+    time.sleep(0.6)  # the second failure doubled the wait to 1 s
+    assert stage.index(gemma_path, broken) is None
+    assert stage.wait_ready(10)
+    assert len(builds) == 2
 
 
 def test_an_unreadable_cache_file_is_rebuilt(gemma_router, gemma_path, tmp_path):

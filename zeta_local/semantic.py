@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -36,6 +37,11 @@ BATCH = 16  # examples per embedding request while the index is built
 # the deadline on a busy 2-core VM and the index was never built (a 4B model is slower still).
 PROMPT_DEADLINE_S = 5.0
 BATCH_DEADLINE_S = 600.0
+# After a failed build the next is tried no sooner than this, doubled after each failure in a
+# row up to RETRY_MAX_S: a model that cannot embed would otherwise start a doomed build, and log
+# a warning, on every uncertain prompt.
+RETRY_AFTER_S = 60.0
+RETRY_MAX_S = 3600.0
 _TAUS = np.geomspace(0.002, 0.5, 40)  # the softmax temperatures the fit chooses from
 
 Embed = Callable[[list[str], float], np.ndarray]  # (texts, deadline_s) -> L2-normalised rows
@@ -141,7 +147,7 @@ class SemanticStage:
     """The examples, one index per embedding model file, and the threads that build them."""
 
     def __init__(self, examples: Sequence[tuple[str, str]] | None = None, *,
-                 cache_root: Path | None = None):
+                 cache_root: Path | None = None, retry_after_s: float = RETRY_AFTER_S):
         examples = list(examples) if examples is not None else load_examples()
         self.texts = [prompt[:EMBED_CHARS] for prompt, _ in examples]
         self.labels = np.array([TASKS.index(task) for _, task in examples])
@@ -150,6 +156,8 @@ class SemanticStage:
         self._cache_root = cache_root or cache_dir() / "semantic"
         self._indexes: dict[Path, ExampleIndex] = {}
         self._building: dict[Path, threading.Thread] = {}
+        self._retry_after_s = retry_after_s
+        self._failed: dict[Path, tuple[int, float]] = {}  # failures in a row, monotonic time of the next try
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -166,6 +174,8 @@ class SemanticStage:
             found = self._indexes.get(path)
             if found is not None or path in self._building or self._stop.is_set():
                 return found
+            if path in self._failed and time.monotonic() < self._failed[path][1]:
+                return None
             if path.exists():
                 found = ExampleIndex.load(path)
                 if found is not None and len(found.labels) == len(self.labels):
@@ -190,9 +200,15 @@ class SemanticStage:
             index.save(path)
             with self._lock:
                 self._indexes[path] = index
+                self._failed.pop(path, None)
             log.info("semantic routing index ready: %s (temperature %.3f)", path, index.tau)
         except Exception as exc:  # the stage abstains; routing goes on without it
-            log.warning("could not build the semantic routing index %s: %s", path, exc)
+            with self._lock:
+                failures = self._failed.get(path, (0, 0.0))[0] + 1
+                wait = min(self._retry_after_s * 2 ** (failures - 1), RETRY_MAX_S)
+                self._failed[path] = (failures, time.monotonic() + wait)
+            log.warning("could not build the semantic routing index %s: %s (next try in %.0f s at the "
+                        "earliest)", path, exc, wait)
         finally:
             with self._lock:
                 self._building.pop(path, None)
