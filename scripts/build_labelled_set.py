@@ -144,6 +144,9 @@ SOURCES = [
     ("zeta_handwritten_v11b.jsonl", "zeta-handwritten-v11b"),
     ("zeta_handwritten_v11c.jsonl", "zeta-handwritten-v11c"),
     ("zeta_handwritten_v11d.jsonl", "zeta-handwritten-v11d"),
+    # written for held-out v7's second look (the data README, v7 step 4)
+    ("zeta_handwritten_v11e.jsonl", "zeta-handwritten-v11e"),
+    ("zeta_handwritten_v11f.jsonl", "zeta-handwritten-v11f"),
 ]
 # Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
 # development), v2, v3, v4, v5 and v6 (measured twice each) steered development, so their rows are in
