@@ -45,7 +45,8 @@ def main() -> int:
                         help="character n-gram lengths, e.g. 3,4,5 (default: the shipped CHAR_NS)")
     parser.add_argument("--min-docs", type=int, default=None,
                         help="least training prompts a bucket needs to get a weight (default: the shipped MIN_DOCS)")
-    parser.add_argument("--no-shape", action="store_true", help="leave out the prompt-shape features (feature version 3)")
+    parser.add_argument("--no-shape", action="store_true",
+                        help="leave out the prompt-shape features (as feature version 3)")
     parser.add_argument("--misses", type=Path, help="write the out-of-fold misses (tuning only) here as jsonl")
     args = parser.parse_args()
 

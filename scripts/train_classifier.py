@@ -41,9 +41,10 @@ def main() -> int:
 
     raw = args.tuning.read_bytes()
     rows = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    weightings = ((1.0, 1.0, 1.0),) if args.plain else classifier_training.CLASS_WEIGHTS
     trained = classifier_training.train([r["prompt"] for r in rows], [r["task"] for r in rows],
                                        [r["source"] for r in rows], seed=args.seed, lambdas=args.lambdas,
-                                       class_weights=((1.0, 1.0, 1.0),) if args.plain else classifier_training.CLASS_WEIGHTS)
+                                       class_weights=weightings)
     print("\n".join(trained.report))
     meta = (f"tuning={args.tuning.name} rows={len(rows)} sha256={hashlib.sha256(raw).hexdigest()[:16]} "
             f"seed={args.seed} l2={trained.lam:g} class_weights="

@@ -1,10 +1,11 @@
 """Second stage of the prompt classifier: multinomial logistic regression over hashed n-grams.
 
 It decides the prompts the rules leave uncertain. Features are word uni- and bigrams,
-character 2- to 5-grams (digits folded to 0) and the rules' own findings (which signal
-families fired, their scores, their winner), hashed into DIM buckets with stable hashes
-(zlib.crc32 for words, a numpy polynomial hash for characters; never Python's salted
-hash()), so the same prompt has the same features in every process. Run time needs numpy
+character 2- to 5-grams (digits folded to 0), the prompt's shape (numbers, question mark,
+length, lines, script) and the rules' own findings (which signal families fired, their
+scores), hashed into DIM buckets with stable hashes (zlib.crc32 for words and names, a numpy
+polynomial hash for characters; never Python's salted hash()), so the same prompt has the
+same features in every process. Run time needs numpy
 only; the weights, the temperature and the gate live in data/classifier.npz, written by
 scripts/train_classifier.py.
 """
@@ -82,6 +83,8 @@ use_char_ngrams(CHAR_NS)
 # README, held-out v7, step 1).
 SHAPE_FEATURES = True
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+# Greek to Ethiopic and beyond, CJK, Hangul: coarse on purpose (Vietnamese's letters with two
+# diacritics, U+1E00-1EFF, count as "other" too).
 _NON_LATIN = re.compile(r"[\u0370-\u1fff\u2e80-\ua4ff\uac00-\ud7af]")
 
 
@@ -97,7 +100,7 @@ def _bucket(n: int, edges: tuple[int, ...]) -> int:
 
 
 def _shape_names(text: str) -> list[str]:
-    numbers = _bucket(sum(1 for _ in islice(_NUMBER.finditer(text), 10)), (1, 2, 3, 4, 6, 10))  # 10+ is one bucket
+    numbers = _bucket(sum(1 for _ in islice(_NUMBER.finditer(text), 10)), (1, 2, 3, 4, 6, 10))  # 10+: one
     question = "?" in text or "\uff1f" in text or "\u061f" in text
     length = _bucket(len(text), (30, 60, 150, 400, 1200))
     lines = _bucket(text.count("\n"), (1, 3, 10))
