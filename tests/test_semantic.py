@@ -107,7 +107,7 @@ def test_fitted_temperature_beats_a_flat_vote_on_left_out_examples():
 
 
 def test_a_failing_embedding_model_leaves_the_stage_abstaining(gemma_path, tmp_path):
-    def broken(texts: list[str]) -> np.ndarray:
+    def broken(texts: list[str], deadline_s: float) -> np.ndarray:
         raise RuntimeError("the embedding model fell over")
 
     stage = SemanticStage(EXAMPLES, cache_root=tmp_path)
