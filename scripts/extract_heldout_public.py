@@ -54,6 +54,7 @@ DRAWS[5] = {"seeds": (501, 502, 503), "counts": (30, 30, 55), "bbh_tasks": DRAWS
 DRAWS[6] = {"seeds": (601, 602, 603), "counts": (30, 30, 55), "bbh_tasks": DRAWS[3]["bbh_tasks"]}
 DRAWS[7] = {"seeds": (701, 702, 703), "counts": (30, 30, 55), "bbh_tasks": DRAWS[3]["bbh_tasks"]}
 DRAWS[8] = {"seeds": (801, 802, 803), "counts": (30, 30, 55), "bbh_tasks": DRAWS[3]["bbh_tasks"]}
+DRAWS[9] = {"seeds": (901, 902, 903), "counts": (30, 30, 55), "bbh_tasks": DRAWS[3]["bbh_tasks"]}
 # ids read and judged not clearly their task (see the data README); skipped, the next one is drawn
 DROP = {
     "bbh/date_understanding/204",  # "Today is Sep 9, 1909. What is the date today in MM/DD/YYYY?": reformatting only
