@@ -155,6 +155,10 @@ SOURCES = [
     ("heldout7_gsm8k.jsonl", "gsm8k-heldout7"),
     ("heldout7_bbh.jsonl", "bbh-heldout7"),
     ("heldout7_dolly.jsonl", "dolly-15k-heldout7"),
+    # written for held-out v8's first look (the data README, v8 step 1)
+    ("zeta_handwritten_v12a.jsonl", "zeta-handwritten-v12a"),
+    ("zeta_handwritten_v12b.jsonl", "zeta-handwritten-v12b"),
+    ("zeta_handwritten_v12c.jsonl", "zeta-handwritten-v12c"),
 ]
 # Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
 # development), v2 to v7 (measured twice each) steered development, so their rows are in

@@ -178,8 +178,11 @@ _lexicon("keyword_weak:", "code", 0.5,
          "function|functions|method|loop|algorithm|integer|string|null|undefined|nan|implement|optimize this|"
          "class|lambda|program|library|framework|server")
 _lexicon("crash", "code", 3.0,
-         "segfault|segmentation fault|core dumped|stack overflow|null pointer|memory leak|undefined behavior|"
-         "undefined behaviour|double free|use-after-free|index out of range|out of bounds|bus error|kernel panic")
+         "segfault|segmentation fault|core dumped|null pointer|undefined behavior|"
+         "undefined behaviour|double free|use-after-free|index out of range|out of bounds|bus error")
+# Crash names that everyday speech borrows ("my heart has a memory leak", "a haiku about a kernel
+# panic"): evidence for code, but not enough alone for the rules to decide.
+_lexicon("fault_term:", "code", 1.5, "memory leak|stack overflow|kernel panic")
 _lexicon("math:", "reason", 2.0,
          "countable|uncountable|rational numbers|angle between|celsius|fahrenheit|"
          "solve|solving|prove|proof|integral|integrate|derivative|derivatives|differentiate|equation|equations|"
@@ -583,6 +586,10 @@ _rule("puzzle:comparison", "reason", 1.0,
 # Classic riddle form: "what has keys but can't open locks", "what gets wetter the more it dries".
 _rule("puzzle:riddle_form", "reason", 2.0,
       _lb(r"what (?:has|have|goes|gets|can|comes|is)\b[^?.\n]{0,60}\b(?:but|the more)\b"), words=("what", "but more"))
+# "... What am I?" closing a prompt is a riddle (29 of 29 such tuning prompts); "what am I doing
+# wrong" is not, so the question must end the prompt.
+_rule("puzzle:riddle_form", "reason", 2.0, _lb(r"what am i[ \t]*[?.!]*\s*\Z|who am i[ \t]*[?.!]*\s*\Z"),
+      words=("am",))
 _rule("multiple_choice", "reason", 1.5, _Line(r"options:[ \t]*\n[ \t]*(?:\([a-e]\)|- )"), words=("options",),
       flags=_M)
 _rule("tool:", "code", 1.5, r"(port)(?<!\wport)[ \t]+\d{2,5}\b", words=("port",))
