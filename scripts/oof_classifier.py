@@ -2,7 +2,7 @@
 """Out-of-fold (cross-validated) accuracy of the whole classifier on the tuning prompts only.
 
 Run from the repository root:  python scripts/oof_classifier.py [--lam 1e-6] [--class-weights 2,1,1] [--chars 2,3,4,5]
-                                    [--min-docs 3] [--no-shape] [--misses FILE]
+                                    [--min-docs 3] [--no-shape] [--misses FILE] [--dump FILE.npz]
 
 The yardstick for choosing changes to rules, features or training: the learned stage is fitted
 on 4 folds and predicts the 5th (the folds and gate rule of classifier_training.train), the
@@ -48,6 +48,9 @@ def main() -> int:
     parser.add_argument("--no-shape", action="store_true",
                         help="leave out the prompt-shape features (as feature version 3)")
     parser.add_argument("--misses", type=Path, help="write the out-of-fold misses (tuning only) here as jsonl")
+    parser.add_argument("--dump", type=Path,
+                        help="save every row's out-of-fold probabilities, rule task and strength here (.npz), "
+                             "to try decision policies without refitting")
     args = parser.parse_args()
 
     if args.chars:
@@ -99,6 +102,10 @@ def main() -> int:
         print(f"    spent held-out rows ({ho.sum()}): accuracy {(pred[ho] == data.y[ho]).mean():.4f} "
               f"({int((pred[ho] == data.y[ho]).sum())}/{ho.sum()}); recall "
               + " ".join(f"{t} {r:.4f}" for t, r in hrecall.items()))
+        if args.dump:
+            np.savez_compressed(args.dump, oof=oof, y=data.y, strength=strength, rule_task=rule_task,
+                                signals=np.array(["|".join(d.signals) for d in data.decisions]),
+                                source=np.array([r.get("source") or "" for r in rows]))
         if args.misses:
             with args.misses.open("w", encoding="utf-8") as f:
                 for i in np.flatnonzero(pred != data.y):
