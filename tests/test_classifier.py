@@ -485,7 +485,7 @@ def test_classify_never_raises(prompt):
 def test_shipped_weights_load_and_match_the_feature_code():
     """load() refuses weights whose probe text hashes differently from today's feature code."""
     model = lc.load()
-    assert model.weights.shape == (len(C.TASKS), lc.DIM)
+    assert model.weights.shape == (lc.DIM, len(C.TASKS))
     assert 0.0 <= model.gate <= 1.0 and model.temperature > 0
     # A small file: under 2 MiB. (The budget was 1,000,000 bytes until the file reached
     # 1,006,231 bytes on 8,031 tuning prompts. On 8,684 the buckets went from 139,092 to 145,716
