@@ -159,6 +159,10 @@ SOURCES = [
     ("zeta_handwritten_v12a.jsonl", "zeta-handwritten-v12a"),
     ("zeta_handwritten_v12b.jsonl", "zeta-handwritten-v12b"),
     ("zeta_handwritten_v12c.jsonl", "zeta-handwritten-v12c"),
+    # written for held-out v8's second look (the data README, v8 step 4)
+    ("zeta_handwritten_v12d.jsonl", "zeta-handwritten-v12d"),
+    ("zeta_handwritten_v12e.jsonl", "zeta-handwritten-v12e"),
+    ("zeta_handwritten_v12f.jsonl", "zeta-handwritten-v12f"),
 ]
 # Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
 # development), v2 to v7 (measured twice each) steered development, so their rows are in
