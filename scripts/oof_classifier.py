@@ -49,7 +49,7 @@ def main() -> int:
                         help="leave out the prompt-shape features (as feature version 3)")
     parser.add_argument("--misses", type=Path, help="write the out-of-fold misses (tuning only) here as jsonl")
     parser.add_argument("--dump", type=Path,
-                        help="save every row's out-of-fold probabilities, rule task and strength here (.npz), "
+                        help="save every row's out-of-fold logits, rule task and strength here (.npz), "
                              "to try decision policies without refitting")
     args = parser.parse_args()
 
