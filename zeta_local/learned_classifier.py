@@ -220,7 +220,7 @@ class Model:
 
     # float32 (DIM, len(TASKS)): a bucket's weights for every task side by side, so that a
     # prompt's ~17,000 scattered buckets cost one cache miss each rather than one per task
-    # (a third less time for a 4,000-character prompt than one row per task).
+    # (on a 4,000-character prompt with a cold cache the look-up took ~200 µs instead of ~300).
     weights: np.ndarray
     bias: np.ndarray  # float64 (len(TASKS),)
     temperature: float  # learned logits are divided by this before the softmax
