@@ -176,4 +176,6 @@ def main(version, mirrors, out):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 4 or not sys.argv[1].isdigit() or int(sys.argv[1]) not in DRAWS:
+        sys.exit(f"usage: python scripts/extract_heldout_public.py {{{','.join(map(str, DRAWS))}}} MIRROR_ROOT OUT_DIR")
     main(int(sys.argv[1]), *sys.argv[2:4])
