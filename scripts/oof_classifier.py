@@ -2,7 +2,7 @@
 """Out-of-fold (cross-validated) accuracy of the whole classifier on the tuning prompts only.
 
 Run from the repository root:  python scripts/oof_classifier.py [--lam 1e-6] [--class-weights 2,1,1] [--chars 2,3,4,5]
-                                    [--min-docs 3] [--no-shape] [--misses FILE] [--dump FILE.npz]
+                                    [--min-docs 3] [--no-shape] [--no-glosses] [--misses FILE] [--dump FILE.npz]
 
 The yardstick for choosing changes to rules, features or training: the learned stage is fitted
 on 4 folds and predicts the 5th (the folds and gate rule of classifier_training.train), the
@@ -47,6 +47,8 @@ def main() -> int:
                         help="least training prompts a bucket needs to get a weight (default: the shipped MIN_DOCS)")
     parser.add_argument("--no-shape", action="store_true",
                         help="leave out the prompt-shape features (as feature version 3)")
+    parser.add_argument("--no-glosses", action="store_true",
+                        help="leave out the English glosses of other languages' words (as feature version 4)")
     parser.add_argument("--misses", type=Path, help="write the out-of-fold misses (tuning only) here as jsonl")
     parser.add_argument("--dump", type=Path,
                         help="save every row's out-of-fold logits, rule task and strength here (.npz), "
@@ -60,6 +62,8 @@ def main() -> int:
             parser.error(str(exc))
     if args.no_shape:
         learned.use_shape_features(False)
+    if args.no_glosses:
+        learned.use_glosses(False)
     if args.min_docs is not None:
         if args.min_docs < 1:
             parser.error("--min-docs must be at least 1")

@@ -107,7 +107,8 @@ def _classify(prompt: str) -> Classification:
         return _from_rules(decision, round(model.rule_confidence(decision.strength), 3))
 
     features = learned.extract(text, decision)
-    p = model.probabilities(features)
+    rows = model.rows(features)
+    p = model.probabilities(features, rows)
     vague = not decision.signals and not _names_a_topic(features.tokens)
     if vague:
         p = (1 - VAGUE_SHRINK) * p + VAGUE_SHRINK / len(TASKS)
@@ -115,7 +116,7 @@ def _classify(prompt: str) -> Classification:
     probabilities = _rounded({t: float(x) for t, x in zip(TASKS, p)}, task)
     signals = tuple(sorted(decision.signals, key=lambda s: task_of(s) != task))  # stable: keeps weight order
     return Classification(task, signals, decision.scores, probabilities[task], probabilities,
-                          "vague" if vague else "learned", model.explain(features, task))
+                          "vague" if vague else "learned", model.explain(features, task, rows=rows))
 
 
 def _names_a_topic(tokens: tuple[str, ...]) -> bool:

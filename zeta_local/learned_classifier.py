@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from zeta_local import glosses
 from zeta_local.classifier_rules import TASKS, RuleDecision, family, lower_and_tokens, tokenize  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
 # Bump when the features change: weights trained on other features are refused at load.
-FEATURE_VERSION = 4
+FEATURE_VERSION = 5
 # 2^20 buckets: at 2^18 the ~200,000 weighted n-grams of the tuning prompts collided often.
 # Out of fold (writer folds, 15,178 prompts) 2^20 was right on 0.33 points more than 2^18, and
 # 2^21 on 0.07 more still, for twice the 12 MiB table.
@@ -36,6 +37,8 @@ DIM = 1 << DIM_BITS
 # 93.68 % against 93.39 % for 3-5 (reason recall 0.928 against 0.919) for 1 % more weights; 2-6
 # gave 93.60 % for two thirds more (data README, held-out v6, step 4).
 CHAR_NS = (2, 3, 4, 5)
+# How much of a long prompt's start and end the character n-grams read (its words are all read).
+CHAR_HEAD, CHAR_TAIL = 1500, 500
 WEIGHTS_PATH = Path(__file__).resolve().parent / "data" / "classifier.npz"
 
 # Stored with the weights: its feature indices at training time must equal today's, or the
@@ -86,6 +89,18 @@ _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 # Greek to Ethiopic and beyond, CJK, Hangul: coarse on purpose (Vietnamese's letters with two
 # diacritics, U+1E00-1EFF, count as "other" too).
 _NON_LATIN = re.compile(r"[\u0370-\u1fff\u2e80-\ua4ff\uac00-\ud7af]")
+
+
+# Words of other languages counted as the English words they gloss (zeta_local.glosses). Since
+# feature version 5.
+GLOSSES = True
+
+
+def use_glosses(on: bool) -> None:
+    """For experiments out of fold (scripts/oof_classifier.py --no-glosses); weights trained
+    without them are refused by load()."""
+    global GLOSSES
+    GLOSSES = on
 
 
 def use_shape_features(on: bool) -> None:
@@ -173,21 +188,34 @@ class Features:
     index: np.ndarray  # intp, may repeat (a repeated n-gram counts each time)
     value: np.ndarray  # float32, same length
     tokens: tuple[str, ...]  # the first 2 len(tokens) - 1 entries are their uni- then bigrams
+    # then one entry per gloss: (the form found, the English word it counts as)
+    glosses: tuple[tuple[str, str], ...] = ()
 
     def word_name(self, i: int) -> str:
         n = len(self.tokens)
-        return self.tokens[i] if i < n else self.tokens[i - n] + " " + self.tokens[i - n + 1]
+        if i < n:
+            return self.tokens[i]
+        if i < 2 * n - 1:
+            return self.tokens[i - n] + " " + self.tokens[i - n + 1]
+        form, word = self.glosses[i - max(0, 2 * n - 1)]
+        return f"{form} ({word})"
 
     @property
     def n_words(self) -> int:
-        return max(0, 2 * len(self.tokens) - 1)
+        return max(0, 2 * len(self.tokens) - 1) + len(self.glosses)
 
 
 def extract(text: str, rules: RuleDecision) -> Features:
     """Features of scanned text (classifier_rules.scan_text) and the rules' decision on it."""
     lower, toks = lower_and_tokens(text)
+    found = tuple(glosses.lexicon().concepts(lower, toks)) if GLOSSES else ()
     words = _word_indices(toks)
-    chars = _char_indices(lower)
+    if found:  # each concept as the English word's unigram, so its English weight applies
+        words = np.concatenate([words, _word_indices([word for _, word in found])[:len(found)]])
+    # Character n-grams of the head and tail only: past them a long paste adds thousands of
+    # n-grams that say little more than its words do, and cost the most time (feature version 5).
+    chars = _char_indices(lower if len(lower) <= CHAR_HEAD + CHAR_TAIL
+                          else lower[:CHAR_HEAD] + "\n" + lower[-CHAR_TAIL:])
 
     # The rules' findings: each fired family once and the three scores. Not the rules' winner:
     # with it the model only learned to copy the rules, and to be sure of "no signal -> chat".
@@ -211,7 +239,7 @@ def extract(text: str, rules: RuleDecision) -> Features:
     value = np.concatenate([np.full(len(words), word_value, dtype=np.float32),
                             np.full(len(chars), char_value, dtype=np.float32),
                             np.asarray(extra_values, dtype=np.float32)])
-    return Features(index, value, tuple(toks))
+    return Features(index, value, tuple(toks), found)
 
 
 @dataclass(frozen=True)
@@ -227,12 +255,16 @@ class Model:
     gate: float  # rule strength at or above which the rules decide alone
     rule_platt: tuple[float, float]  # rule confidence = sigmoid(a * strength + b)
 
-    def logits(self, features: Features) -> np.ndarray:
-        return features.value @ self.weights.take(features.index, axis=0) + self.bias
+    def rows(self, features: Features) -> np.ndarray:
+        """The weights of the prompt's buckets, (len(index), tasks): gathered once, read twice."""
+        return self.weights.take(features.index, axis=0)
 
-    def probabilities(self, features: Features) -> np.ndarray:
+    def logits(self, features: Features, rows: np.ndarray | None = None) -> np.ndarray:
+        return features.value @ (self.rows(features) if rows is None else rows) + self.bias
+
+    def probabilities(self, features: Features, rows: np.ndarray | None = None) -> np.ndarray:
         """Calibrated probability of each task, in TASKS order."""
-        z = self.logits(features) / self.temperature
+        z = self.logits(features, rows) / self.temperature
         z = np.exp(z - z.max())
         return z / z.sum()
 
@@ -240,14 +272,16 @@ class Model:
         a, b = self.rule_platt
         return float(1.0 / (1.0 + np.exp(-(a * strength + b))))
 
-    def explain(self, features: Features, task: str, top: int = 3) -> tuple[str, ...]:
-        """The prompt's word n-grams that pushed hardest toward `task` over the other tasks."""
+    def explain(self, features: Features, task: str, top: int = 3, rows: np.ndarray | None = None) -> tuple[str, ...]:
+        """The prompt's word n-grams that pushed hardest toward `task` over the other tasks
+        (`rows`: what rows() gave for these features, if the caller has it)."""
         n = features.n_words
         if not n:
             return ()
-        k = TASKS.index(task)
-        rows = self.weights.take(features.index[:n], axis=0)
-        push = rows[:, k] - (rows.sum(axis=1) - rows[:, k]) / (len(TASKS) - 1)
+        # push = own weight - mean of the others', as one product: (1, -1/2, -1/2) for task 0
+        contrast = np.full(len(TASKS), -1.0 / (len(TASKS) - 1), dtype=np.float32)
+        contrast[TASKS.index(task)] = 1.0
+        push = (self.weights.take(features.index[:n], axis=0) if rows is None else rows[:n]) @ contrast
         # Only the strongest few need ordering (repeats and stop words: look deeper than `top`).
         look = min(n, 8 * top)
         strongest = np.argpartition(-push, look - 1)[:look] if look < n else np.arange(n)
@@ -257,6 +291,10 @@ class Model:
             if push[i] > 0 and not set(name.split()) <= STOP_WORDS:
                 total[name] = total.get(name, 0.0) + float(push[i])
         return tuple(sorted(total, key=lambda w: -total[w])[:top])
+
+
+def glosses_digest() -> str:
+    return glosses.lexicon().digest if GLOSSES else "none"
 
 
 def probe_indices() -> np.ndarray:
@@ -278,7 +316,7 @@ def save(path: Path, index: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
     with path.open("wb") as f:
         np.savez_compressed(
             f, feature_version=np.int32(FEATURE_VERSION), dim_bits=np.int32(DIM_BITS),
-            probe=probe_indices().astype(np.uint32), index_gaps=gaps.astype(np.min_scalar_type(int(gaps.max(initial=0)))),
+            probe=probe_indices().astype(np.uint32), glosses=np.str_(glosses_digest()), index_gaps=gaps.astype(np.min_scalar_type(int(gaps.max(initial=0)))),
             weight_planes=_byte_planes(weights), bias=bias.astype(np.float64),
             temperature=np.float64(temperature), gate=np.float64(gate),
             rule_platt=np.asarray(rule_platt, dtype=np.float64), meta=np.str_(meta))
@@ -304,6 +342,8 @@ def load(path: Path = WEIGHTS_PATH) -> Model:
                              f"{int(data['dim_bits'])} bits; this code has {FEATURE_VERSION}, {DIM_BITS}")
         if not np.array_equal(data["probe"].astype(np.intp), probe_indices()):
             raise ValueError(f"{path}: the feature hashing differs from the one it was trained with")
+        if str(data["glosses"]) != glosses_digest():
+            raise ValueError(f"{path}: trained with other glosses (data/glosses.json changed); retrain")
         weights = np.zeros((DIM, len(TASKS)), dtype=np.float32)
         stored = _from_byte_planes(data["weight_planes"]) if "weight_planes" in data.files else data["weights"]
         weights[np.cumsum(data["index_gaps"], dtype=np.int64)] = stored.astype(np.float32).T
