@@ -418,15 +418,13 @@ def heldout() -> ce.Evaluation:
     return ce.evaluate(ce.load_rows(HELDOUT))
 
 
-# Two of the issue's targets are not met on held-out v8. Its second and last look (2026-11-27),
-# after a retrain on 25,138 tuning prompts (v7 folded in, v12a-f added): accuracy 0.956 (631 of
-# 660; target 0.97) and chat recall 0.936 (code 0.959, reason 0.973; target 0.95 each). The
-# third is met: decisions at confidence >= 0.9 right 564 of 567 (0.995; target 0.98). Strict,
-# so meeting them fails loudly here. v8 is spent: the next change is measured on held-out v9.
+# One of the issue's targets is not met on held-out v9. Its first look (2026-11-27), after a
+# retrain with glosses of other languages' words (feature version 5) on 25,798 tuning prompts:
+# accuracy 0.967 (638 of 660; target 0.97). The others are met: recall code 0.977, reason 0.955,
+# chat 0.968 (target 0.95 each); decisions at confidence >= 0.9 right 579 of 584 (0.991; target
+# 0.98). Strict, so meeting it fails loudly here.
 _NOT_MET_ACCURACY = pytest.mark.xfail(
-    strict=True, reason="issue 11 target not met on held-out v8 (accuracy 0.956, 631 of 660)")
-_NOT_MET_RECALL = pytest.mark.xfail(
-    strict=True, reason="issue 11 target not met on held-out v8 (chat recall 0.936)")
+    strict=True, reason="issue 11 target not met on held-out v9 (accuracy 0.967, 638 of 660)")
 
 
 @_NOT_MET_ACCURACY
@@ -434,7 +432,6 @@ def test_heldout_accuracy_is_at_least_97_percent(heldout: ce.Evaluation):
     assert heldout.accuracy >= 0.97, "\n".join(ce.report_lines("heldout", heldout, list_wrong=False))
 
 
-@_NOT_MET_RECALL
 def test_heldout_recall_of_every_task_is_at_least_95_percent(heldout: ce.Evaluation):
     assert min(heldout.recall.values()) >= 0.95, heldout.recall
 
@@ -444,10 +441,10 @@ def test_heldout_confident_decisions_are_right_98_percent_of_the_time(heldout: c
 
 
 def test_heldout_floor_holds(heldout: ce.Evaluation):
-    """What the classifier does reach on the held-out part today (v8, 2026-11-27, its second
-    look: accuracy 0.956, lowest recall 0.936; v7's last look, on other prompts, was 0.968); a
+    """What the classifier does reach on the held-out part today (v9, 2026-11-27, its first
+    look: accuracy 0.967, lowest recall 0.955; v8's last look, on other prompts, was 0.956); a
     change that falls below it is a regression."""
-    assert heldout.accuracy >= 0.95 and min(heldout.recall.values()) >= 0.93
+    assert heldout.accuracy >= 0.96 and min(heldout.recall.values()) >= 0.95
 
 
 def test_heldout_calibration_is_sane(heldout: ce.Evaluation):
