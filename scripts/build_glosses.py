@@ -41,7 +41,9 @@ TASK_OF = {c: task for task, words in {
               "how_much cost price cheaper twice half each minutes hours kilometres speed distance logic riddle "
               "puzzle clue truth lie liar taller older younger sits next_to left right between order first last "
               "plan schedule estimate argument conclusion cause therefore must exactly number divide multiply "
-              "minus plus square triangle area circle angle fraction prime remainder dice coin cards win weigh ages",
+              "minus plus square triangle area circle angle fraction prime remainder dice coin cards win weigh ages "
+              "least fewest some none nobody valid necessarily pattern stand front guess fallacy false always "
+              "arrange before which conclude deduce odd_one_out minimum maximum",
     "code": "code program programming function script error bug compile install database query table column file "
             "folder variable loop array string server app website button command terminal library package "
             "import output input print formula spreadsheet cell macro test deploy repository software computer "
@@ -49,7 +51,8 @@ TASK_OF = {c: task for task, words in {
     "chat": "recipe cook poem story song letter email message write advice recommend gift birthday friend mother "
             "father child wedding love feel sad travel trip holiday visit city history book movie music garden "
             "plant dog cat health doctor sleep weather clothes summary translate meaning phone wifi printer "
-            "neighbour teacher thank hello"}.items() for c in words.split()}
+            "neighbour teacher thank hello who polite tips life ideas funny famous invented origin best suggest "
+            "reply sentence language tradition food culture opinion"}.items() for c in words.split()}
 _SHORT_WORD_SCRIPTS = {"Chinese", "Japanese"}
 
 

@@ -214,6 +214,27 @@ def test_a_closing_what_am_i_is_a_riddle(prompt, riddle):
     assert ("puzzle:riddle_form" in C.rules.decide(prompt).signals) == riddle
 
 
+@pytest.mark.parametrize("prompt, flag", [
+    ("what does -p do on mkdir", True),
+    ("tar -xzvf backup.tgz, whats the z for", True),
+    ("-r or -R for cp?", True),
+    ("my self-esteem is low after the breakup", False),
+    ("it was -5 outside this morning", False),
+])
+def test_a_short_command_option_is_code_evidence(prompt, flag):
+    """v8 sent "what does -p do on mkdir" to chat: a lone short option is now a signal (170
+    tuning prompts have one, all code but one)."""
+    assert ("syntax:short_flag" in C.rules.decide(prompt).signals) == flag
+
+
+@pytest.mark.parametrize("prompt", [
+    "rewrite my wedding vows, they read like git commit messages",
+    "can you rework this toast so it sounds less like a status report",
+])
+def test_rewriting_a_text_of_ones_own_is_creative_writing(prompt):
+    assert "creative_writing" in C.rules.decide(prompt).signals
+
+
 def test_crash_names_borrowed_by_everyday_speech_do_not_decide_alone():
     """ "my heart has a memory leak" was code at 0.99: the rules decided on `crash` alone. Such
     names are now code evidence that leaves the decision to the learned stage; a real crash

@@ -417,6 +417,9 @@ _rule("syntax:shell", "code", 2.0, _Line(r"[ \t]*\$[ \t]+[a-z]"), chars=("$",), 
 _rule("syntax:shell", "code", 2.0, _lb(r"sudo[ \t]+\w|chmod[ \t]+|grep[ \t]+-|apt(?:-get)?[ \t]+install\b"),
       words=("sudo chmod grep apt apt-get",))
 _rule("syntax:cli_flag", "code", 1.0, r"--(?<!\S--)[a-z][\w-]+", chars=("-",), subs=("--",))
+# A short option on its own ("what does -p do on mkdir", "tar -xzvf"): 170 tuning prompts, all
+# code but one.
+_rule("syntax:short_flag", "code", 1.0, r"-(?<![^ \t\n`(]-)[a-z]{1,4}(?=$|[ \t\n`,.?)])", chars=("-",))
 _rule("syntax:html", "code", 2.0,
       r"</?(?:div|span|html|body|head|script|ul|li|table|form|input|button|p|a)\b[^<>\n]{0,80}>", chars=("<",))
 # Matched from the dot, so a long run of word characters is never re-scanned from every start.
@@ -600,8 +603,8 @@ _rule("creative_writing", "chat", 2.0,
       [a + r"(?: me| us)? (?:a |an |some |the )?(?:\w+[ \t]+){0,2}?"
        r"(?:poem|haiku|limerick|sonnet|story|stories|song|lyrics|joke|jokes|email|letter|essay|toast|speech|message"
        r"|tweet|caption|slogan|bio|wedding vows|eulogy)\b(?![ \t]+(?:validator|parser|address|regex|client|server|api))"
-       for a in _lb("write|compose|draft|give me|tell me|create|make up")],
-      words=("write compose draft give tell create make",))
+       for a in _lb("write|compose|draft|give me|tell me|create|make up|rewrite|rework|redo|reword|polish")],
+      words=("write compose draft give tell create make rewrite rework redo reword polish",))
 _rule("creative_writing", "chat", 2.0, None,
       words=("poem poems haiku haikus limerick limericks sonnet sonnets lyrics fairy",))
 

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 GLOSSES_PATH = Path(__file__).resolve().parent / "data" / "glosses.json"
 
 # Concept keys that are phrases: the English word that carries their weight.
-_CONCEPT_WORD = {"how_many": "many", "how_much": "much", "next_to": "next", "kilometres": "km"}
+_CONCEPT_WORD = {"how_many": "many", "how_much": "much", "next_to": "next", "kilometres": "km", "odd_one_out": "odd"}
 _MIN_STEM = 3  # characters; a shorter stem begins too many unrelated words
 _MAX_TOKEN = 30  # longer tokens are pasted data, not words
 _MAX_SUFFIX = 8  # a stem is tried with at most this many characters of ending after it
