@@ -439,13 +439,14 @@ def heldout() -> ce.Evaluation:
     return ce.evaluate(ce.load_rows(HELDOUT))
 
 
-# One of the issue's targets is not met on held-out v9. Its first look (2026-11-27), after a
-# retrain with glosses of other languages' words (feature version 5) on 25,798 tuning prompts:
-# accuracy 0.967 (638 of 660; target 0.97). The others are met: recall code 0.977, reason 0.955,
-# chat 0.968 (target 0.95 each); decisions at confidence >= 0.9 right 579 of 584 (0.991; target
-# 0.98). Strict, so meeting it fails loudly here.
+# One of the issue's targets is not met on held-out v9. Its second and last look (2026-11-27),
+# after a retrain with glosses of 83 languages' words, two rule changes and 25,798 tuning
+# prompts: accuracy 0.968 (639 of 660; target 0.97). The others are met: recall code 0.977,
+# reason 0.955, chat 0.973 (target 0.95 each); decisions at confidence >= 0.9 right 581 of 586
+# (0.991; target 0.98). Strict, so meeting it fails loudly here. v9 is spent: the next change
+# is measured on held-out v10.
 _NOT_MET_ACCURACY = pytest.mark.xfail(
-    strict=True, reason="issue 11 target not met on held-out v9 (accuracy 0.967, 638 of 660)")
+    strict=True, reason="issue 11 target not met on held-out v9 (accuracy 0.968, 639 of 660)")
 
 
 @_NOT_MET_ACCURACY
@@ -462,8 +463,8 @@ def test_heldout_confident_decisions_are_right_98_percent_of_the_time(heldout: c
 
 
 def test_heldout_floor_holds(heldout: ce.Evaluation):
-    """What the classifier does reach on the held-out part today (v9, 2026-11-27, its first
-    look: accuracy 0.967, lowest recall 0.955; v8's last look, on other prompts, was 0.956); a
+    """What the classifier does reach on the held-out part today (v9, 2026-11-27, its second
+    look: accuracy 0.968, lowest recall 0.955; v8's last look, on other prompts, was 0.956); a
     change that falls below it is a regression."""
     assert heldout.accuracy >= 0.96 and min(heldout.recall.values()) >= 0.95
 
