@@ -85,12 +85,14 @@ def test_the_shipped_lexicon_is_what_the_build_gives():
 
 
 def test_a_missing_lexicon_costs_the_glosses_not_the_decision(tmp_path, monkeypatch, caplog):
+    assert C._model() is not None  # loaded (and cached) with the real lexicon, as in a running process
     monkeypatch.setattr(glosses, "GLOSSES_PATH", tmp_path / "absent.json")
     glosses.lexicon.cache_clear()
     try:
         with caplog.at_level(logging.ERROR):
             assert concepts("दो पासों से कुल 7 आने की संभावना क्या है?") == {}
         assert "cannot read" in caplog.text
-    finally:
+        assert C.classify("दो पासों से कुल 7 आने की संभावना क्या है?").task in C.TASKS
+    finally:  # the empty lexicon must not outlive the test: restore the path, then forget it
+        monkeypatch.undo()
         glosses.lexicon.cache_clear()
-    assert C.classify("दो पासों से कुल 7 आने की संभावना क्या है?").task in C.TASKS

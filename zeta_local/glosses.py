@@ -3,7 +3,7 @@
 The learned stage's weights come from mostly English prompts: a prompt in Telugu or Somali
 shares no n-gram with them, and used to be decided on its shape alone (out of fold, prompts in
 non-Latin scripts were right 73 % of the time against 95 % for the rest). data/glosses.json
-maps common words of about 80 languages to the English concept they stand for ("احتمال" ->
+maps common words of 83 languages to the English concept they stand for ("احتمال" ->
 "probability"), and the learned stage adds each concept a prompt names as if the English word
 were in it, so its English weight applies.
 
@@ -40,8 +40,9 @@ _MAX_SUFFIX = 8  # a stem is tried with at most this many characters of ending a
 # Scripts without spaces are searched form by form: in the first this many characters only, so
 # that a long paste in Chinese costs no more than a short one.
 _SUBSTRING_CHARS = 600
-# A prompt reads as English when this share of its tokens are English function words, ones
-# that other languages do not use as common words of their own ("in", "was", "is", "my",
+# Which prompts read as English (scripts/build_glosses.py drops forms that such tuning prompts
+# use): this share of its tokens are English function words, ones that other languages do not
+# use as common words of their own ("in", "was", "is", "my",
 # "to", "for", "of" and "i" are German, Dutch, Polish, Danish or Czech words too).
 _ENGLISH_SHARE = 0.12
 _ENGLISH_WORDS = frozenset(
@@ -72,7 +73,6 @@ class Lexicon:
         self.word_keys = frozenset(self.words)
         self.phrase_keys = frozenset(self.phrases)
         self.substring_keys = frozenset(self.substrings)
-        self.language_count = len(languages)
         # Stored with the weights: trained with other glosses, they would read other features.
         self.digest = hashlib.sha256(json.dumps([sorted(self.words.items()), sorted(
             (k, sorted(v)) for k, v in self.substrings.items()), sorted(
