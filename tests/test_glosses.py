@@ -96,3 +96,11 @@ def test_a_missing_lexicon_costs_the_glosses_not_the_decision(tmp_path, monkeypa
     finally:  # the empty lexicon must not outlive the test: restore the path, then forget it
         monkeypatch.undo()
         glosses.lexicon.cache_clear()
+
+
+def test_weights_trained_with_other_glosses_are_refused(monkeypatch):
+    """The glosses are features: weights fitted with another lexicon would read the wrong ones.
+    load() refuses them (and classify() then falls back to the rules, see _model)."""
+    monkeypatch.setattr(glosses, "lexicon", lambda: glosses.Lexicon({}))
+    with pytest.raises(ValueError, match="other glosses"):
+        learned.load()

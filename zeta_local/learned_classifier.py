@@ -3,11 +3,11 @@
 It decides the prompts the rules leave uncertain. Features are word uni- and bigrams,
 the English words that other languages' words gloss (zeta_local.glosses), character 2- to
 5-grams (digits folded to 0), the prompt's shape (numbers, question mark, length, lines,
-script) and the rules' own findings (which signal families fired, their scores), hashed into DIM buckets with stable hashes (zlib.crc32 for words and names, a numpy
-polynomial hash for characters; never Python's salted hash()), so the same prompt has the
-same features in every process. Run time needs numpy
-only; the weights, the temperature and the gate live in data/classifier.npz, written by
-scripts/train_classifier.py.
+script) and the rules' own findings (which signal families fired, their scores), hashed into
+DIM buckets with stable hashes (zlib.crc32 for words and names, a numpy polynomial hash for
+characters; never Python's salted hash()), so the same prompt has the same features in every
+process. Run time needs numpy only; the weights, the temperature and the gate live in
+data/classifier.npz, written by scripts/train_classifier.py.
 """
 
 from __future__ import annotations
@@ -316,7 +316,8 @@ def save(path: Path, index: np.ndarray, weights: np.ndarray, bias: np.ndarray, *
     with path.open("wb") as f:
         np.savez_compressed(
             f, feature_version=np.int32(FEATURE_VERSION), dim_bits=np.int32(DIM_BITS),
-            probe=probe_indices().astype(np.uint32), glosses=np.str_(glosses_digest()), index_gaps=gaps.astype(np.min_scalar_type(int(gaps.max(initial=0)))),
+            probe=probe_indices().astype(np.uint32), glosses=np.str_(glosses_digest()),
+            index_gaps=gaps.astype(np.min_scalar_type(int(gaps.max(initial=0)))),
             weight_planes=_byte_planes(weights), bias=bias.astype(np.float64),
             temperature=np.float64(temperature), gate=np.float64(gate),
             rule_platt=np.asarray(rule_platt, dtype=np.float64), meta=np.str_(meta))
