@@ -18,15 +18,15 @@ rows whose licence asks more than attribution (NOT_PACKAGED).
 * Training-only sources (TRAINING_ONLY) are not split: all their rows go to tuning.  They are
   listed last in SOURCES and take no part in the split (no group, no draw from the generator),
   so adding or editing them never changes which of the other rows are held out.
-* Held-out sources (HELDOUT, today v9's) are read after all the others and are not split: all
-  their rows go to heldout_v9.jsonl.  They must share no row with any other source, nor with
+* Held-out sources (HELDOUT, today v10's) are read after all the others and are not split: all
+  their rows go to heldout_v10.jsonl.  They must share no row with any other source, nor with
   each other: a duplicate stops the build (it is never silently dropped).  A spent held-out
-  set's sources become training-only (v2 and v3 since 2026-11-26, v4 to v7 since 2026-11-27),
+  set's sources become training-only (v2 and v3 since 2026-11-26, v4 to v9 since 2026-11-27),
   and its file must not linger (SPENT: --check fails while one exists).
 * Output is sorted by (source, task, sha) and written with sorted keys, so rerunning gives
   byte-identical files.  `--check` verifies the committed files instead of writing them.
 
-The held-out file (heldout_v9.jsonl) must never be used for tuning: not for rules, training or
+The held-out file (heldout_v10.jsonl) must never be used for tuning: not for rules, training or
 calibration.
 """
 import argparse
@@ -171,16 +171,7 @@ SOURCES = [
     ("heldout8_gsm8k.jsonl", "gsm8k-heldout8"),
     ("heldout8_bbh.jsonl", "bbh-heldout8"),
     ("heldout8_dolly.jsonl", "dolly-15k-heldout8"),
-]
-# Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
-# development), v2 to v8 (measured twice each) steered development, so their rows are in
-# tuning.jsonl now and the old files must not linger: --check fails while one exists.
-SPENT = [DATA / "heldout.jsonl"] + [DATA / ("heldout_v%d.jsonl" % v) for v in (2, 3, 4, 5, 6, 7, 8)]
-HELDOUT_FILE = DATA / classifier_eval.HELDOUT_FILE  # named once, where the evaluation reads it
-# Held-out v9: written apart from everything above, frozen before any classifier ran on it (see
-# the data README); every row goes to heldout_v9.jsonl, none to tuning. MBPP ran out, so
-# hand-written short function tasks stand in for its part.
-HELDOUT_SOURCES = [
+    # held-out v9, spent (measured twice) and folded into tuning on 2026-11-27
     ("heldout9_code.jsonl", "zeta-heldout9-code"),
     ("heldout9_reason.jsonl", "zeta-heldout9-reason"),
     ("heldout9_chat.jsonl", "zeta-heldout9-chat"),
@@ -188,6 +179,23 @@ HELDOUT_SOURCES = [
     ("heldout9_gsm8k.jsonl", "gsm8k-heldout9"),
     ("heldout9_bbh.jsonl", "bbh-heldout9"),
     ("heldout9_dolly.jsonl", "dolly-15k-heldout9"),
+]
+# Spent held-out files: v1 (the split part's 40 %, measured about a dozen times during
+# development), v2 to v9 (measured twice each) steered development, so their rows are in
+# tuning.jsonl now and the old files must not linger: --check fails while one exists.
+SPENT = [DATA / "heldout.jsonl"] + [DATA / ("heldout_v%d.jsonl" % v) for v in (2, 3, 4, 5, 6, 7, 8, 9)]
+HELDOUT_FILE = DATA / classifier_eval.HELDOUT_FILE  # named once, where the evaluation reads it
+# Held-out v10: written apart from everything above, frozen before any classifier ran on it (see
+# the data README); every row goes to heldout_v10.jsonl, none to tuning. MBPP ran out, so
+# hand-written short function tasks stand in for its part.
+HELDOUT_SOURCES = [
+    ("heldout10_code.jsonl", "zeta-heldout10-code"),
+    ("heldout10_reason.jsonl", "zeta-heldout10-reason"),
+    ("heldout10_chat.jsonl", "zeta-heldout10-chat"),
+    ("heldout10_functions.jsonl", "zeta-heldout10-functions"),
+    ("heldout10_gsm8k.jsonl", "gsm8k-heldout10"),
+    ("heldout10_bbh.jsonl", "bbh-heldout10"),
+    ("heldout10_dolly.jsonl", "dolly-15k-heldout10"),
 ]
 HELDOUT = {source for _, source in HELDOUT_SOURCES}
 # Sources whose rows all go to tuning, leaving the held-out split as it was: every source after

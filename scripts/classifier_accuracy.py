@@ -4,7 +4,7 @@
 Run from the repository root:  python scripts/classifier_accuracy.py [--reps 50]
 
 Reports the tuning part (tuning.jsonl: what the rules, weights and calibration were fitted on)
-and the held-out part (heldout_v9.jsonl since 2026-11-27, when the spent v1 to v8 held-out sets
+and the held-out part (heldout_v10.jsonl since 2026-11-27, when the spent v1 to v9 held-out sets
 were folded into tuning; never used to fit anything). Its misses are not listed unless asked for
 (--list-heldout-misses): a person who reads them and then changes a rule has spent the set.
 """

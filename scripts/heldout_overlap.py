@@ -22,7 +22,7 @@ from pathlib import Path
 
 SOURCES = Path(__file__).resolve().parent.parent / "tests" / "data" / "classifier" / "sources"
 # the held-out version being written; its extracts are sources/heldout<N>_*.jsonl
-VERSION = 10
+VERSION = 11
 THRESHOLD = 0.6
 _WORD = re.compile(r"\w+")
 

@@ -423,7 +423,7 @@ def test_normal_prompts_take_well_under_a_millisecond():
 
 # ---------------------------------------------------------------- two stages, calibration, held-out targets
 #
-# tests/data/classifier/heldout_v9.jsonl (the held-out part since 2026-11-27; the spent v1 to v8
+# tests/data/classifier/heldout_v10.jsonl (the held-out part since 2026-11-27; the spent v1 to v9
 # held-out sets are now in tuning) is never used to fit anything (rules, weights, gate,
 # calibration): scripts/train_classifier.py reads tuning.jsonl only.
 

@@ -21,7 +21,7 @@ from zeta_local.classifier_rules import TASKS
 # part's file is named by its version: a spent set is folded into tuning and a new one written.
 LABELLED_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "classifier"
 TUNING_FILE = "tuning.jsonl"
-HELDOUT_FILE = "heldout_v9.jsonl"
+HELDOUT_FILE = "heldout_v10.jsonl"
 
 # Confidence bins of the reliability table: [lo, hi), the last one closed.
 BIN_EDGES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
