@@ -1,5 +1,5 @@
 """Record of how the public extracts of the held-out sets were drawn (held-out v2:
-tests/data/classifier/sources/heldout2_{gsm8k,bbh,mbpp}.jsonl; v3: heldout3_*; v4: heldout4_*; v5: heldout5_*; v6: heldout6_*; v7: heldout7_*; v8: heldout8_*; v9: heldout9_*; v10: heldout10_*).
+tests/data/classifier/sources/heldout2_{gsm8k,bbh,mbpp}.jsonl; v3: heldout3_*; v4: heldout4_*; v5: heldout5_*; v6: heldout6_*; v7: heldout7_*; v8: heldout8_*; v9: heldout9_*; v10: heldout10_*; v11: heldout11_*).
 
 It reads local git mirrors of the upstream repositories (one folder per repository under
 MIRROR_ROOT, named owner+name/repo), so it is not part of the build.  Every candidate already in
@@ -26,7 +26,7 @@ Items that a reading of v3's draw showed not to be clearly their task are skippe
 rule for the coloured-objects items that only read a stated fact back), and the next one in the
 seeded order is drawn instead.
 
-usage: python scripts/extract_heldout_public.py {2,3,...,10} MIRROR_ROOT OUT_DIR
+usage: python scripts/extract_heldout_public.py {2,3,...,11} MIRROR_ROOT OUT_DIR
 """
 import json
 import random
@@ -56,6 +56,7 @@ DRAWS[7] = {"seeds": (701, 702, 703), "counts": (30, 30, 55), "bbh_tasks": DRAWS
 DRAWS[8] = {"seeds": (801, 802, 803), "counts": (30, 30, 55), "bbh_tasks": DRAWS[3]["bbh_tasks"]}
 DRAWS[9] = {"seeds": (901, 902, 903), "counts": (30, 30, 55), "bbh_tasks": DRAWS[3]["bbh_tasks"]}
 DRAWS[10] = {"seeds": (1001, 1002, 1003), "counts": (30, 30, 55), "bbh_tasks": DRAWS[3]["bbh_tasks"]}
+DRAWS[11] = {"seeds": (1101, 1102, 1103), "counts": (30, 30, 55), "bbh_tasks": DRAWS[3]["bbh_tasks"]}
 # ids read and judged not clearly their task (see the data README); skipped, the next one is drawn
 DROP = {
     "bbh/date_understanding/204",  # "Today is Sep 9, 1909. What is the date today in MM/DD/YYYY?": reformatting only
