@@ -35,24 +35,6 @@ from zeta_local.classifier_rules import lower_and_tokens  # noqa: E402
 SOURCE = ROOT / "tests" / "data" / "classifier" / "glosses_source.json"
 TUNING = ROOT / "tests" / "data" / "classifier" / "tuning.jsonl"
 MIN_ENGLISH_DOCS = 3
-# The concepts by the task they speak for, as the lexicon's brief listed them.
-TASK_OF = {c: task for task, words in {
-    "reason": "probability chance odds prove proof solve calculate equation sum total average percent how_many "
-              "how_much cost price cheaper twice half each minutes hours kilometres speed distance logic riddle "
-              "puzzle clue truth lie liar taller older younger sits next_to left right between order first last "
-              "plan schedule estimate argument conclusion cause therefore must exactly number divide multiply "
-              "minus plus square triangle area circle angle fraction prime remainder dice coin cards win weigh ages "
-              "least fewest some none nobody valid necessarily pattern stand front guess fallacy false always "
-              "arrange before which conclude deduce odd_one_out minimum maximum",
-    "code": "code program programming function script error bug compile install database query table column file "
-            "folder variable loop array string server app website button command terminal library package "
-            "import output input print formula spreadsheet cell macro test deploy repository software computer "
-            "crash debug syntax automate download",
-    "chat": "recipe cook poem story song letter email message write advice recommend gift birthday friend mother "
-            "father child wedding love feel sad travel trip holiday visit city history book movie music garden "
-            "plant dog cat health doctor sleep weather clothes summary translate meaning phone wifi printer "
-            "neighbour teacher thank hello who polite tips life ideas funny famous invented origin best suggest "
-            "reply sentence language tradition food culture opinion"}.items() for c in words.split()}
 _SHORT_WORD_SCRIPTS = {"Chinese", "Japanese"}
 
 
@@ -74,7 +56,7 @@ def build(source: dict) -> tuple[dict, collections.Counter]:
     for spec in source.values():
         for concept, forms in spec["forms"].items():
             for form in forms:
-                owners[_normal(form)].add(TASK_OF.get(concept, concept))
+                owners[_normal(form)].add(glosses.CONCEPT_TASK.get(concept, concept))
 
     dropped: collections.Counter = collections.Counter()
     out = {}

@@ -400,6 +400,20 @@ def test_one_megabyte_prompt_is_fast(prompt):
     assert _best_ms(prompt) < 50
 
 
+def test_a_long_prompt_is_read_at_its_head_and_tail_only():
+    """Past HEAD_CHARS + TAIL_CHARS only the start and the end are read: a traceback in the middle
+    of a long pasted letter says nothing, the same traceback at its end or its start decides."""
+    traceback = 'Traceback (most recent call last):\n  File "app.py", line 3, in <module>\nKeyError: \'id\'\n'
+    filler = "We walked along the river and talked about the summer. " * 100  # 5,500 characters
+    assert len(filler) > C.rules.HEAD_CHARS + C.rules.TAIL_CHARS
+    middle = filler[:3000] + traceback + filler[3000:]
+    assert C.rules.scan_text(middle) == filler[:C.rules.HEAD_CHARS] + "\n" + middle[-C.rules.TAIL_CHARS:]
+    assert "error_name" not in classify(middle).signals
+    for prompt in (filler + traceback, traceback + filler):
+        decision = classify(prompt)
+        assert "error_name" in decision.signals and decision.task == "code", decision
+
+
 @pytest.mark.parametrize("prompt", [
     "a" * 5000, "{;" * 2500, "if " * 1700, "SELECT " * 700, "`" * 5000, "1+" * 2500, "--a" * 1700,
     "write a " * 600, ":\n " * 1700, "a=\n" * 1700, "all x are " * 500, "(" * 5000, "<a " * 1700,

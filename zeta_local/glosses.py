@@ -34,6 +34,26 @@ GLOSSES_PATH = Path(__file__).resolve().parent / "data" / "glosses.json"
 
 # Concept keys that are phrases: the English word that carries their weight.
 _CONCEPT_WORD = {"how_many": "many", "how_much": "much", "next_to": "next", "kilometres": "km", "odd_one_out": "odd"}
+# The task each concept speaks for, as the lexicon's brief listed them. The learned stage counts
+# a prompt's concepts per task ("g reason"): the rules' scores do that for English words, and
+# a prompt in another language fires almost no rule (feature version 6).
+CONCEPT_TASK = {c: task for task, words in {
+    "reason": "probability chance odds prove proof solve calculate equation sum total average percent how_many "
+              "how_much cost price cheaper twice half each minutes hours kilometres speed distance logic riddle "
+              "puzzle clue truth lie liar taller older younger sits next_to left right between order first last "
+              "plan schedule estimate argument conclusion cause therefore must exactly number divide multiply "
+              "minus plus square triangle area circle angle fraction prime remainder dice coin cards win weigh ages "
+              "least fewest some none nobody valid necessarily pattern stand front guess fallacy false always "
+              "arrange before which conclude deduce odd_one_out minimum maximum",
+    "code": "code program programming function script error bug compile install database query table column file "
+            "folder variable loop array string server app website button command terminal library package "
+            "import output input print formula spreadsheet cell macro test deploy repository software computer "
+            "crash debug syntax automate download",
+    "chat": "recipe cook poem story song letter email message write advice recommend gift birthday friend mother "
+            "father child wedding love feel sad travel trip holiday visit city history book movie music garden "
+            "plant dog cat health doctor sleep weather clothes summary translate meaning phone wifi printer "
+            "neighbour teacher thank hello who polite tips life ideas funny famous invented origin best suggest "
+            "reply sentence language tradition food culture opinion"}.items() for c in words.split()}
 _MIN_STEM = 3  # characters; a shorter stem begins too many unrelated words
 _MAX_TOKEN = 30  # longer tokens are pasted data, not words
 _MAX_SUFFIX = 8  # a stem is tried with at most this many characters of ending after it
@@ -70,13 +90,16 @@ class Lexicon:
                         self.phrases.setdefault(form.split()[0], []).append((f" {form} ", word))
                     else:
                         self.words.setdefault(form, word)
+        # English word -> the task its concept speaks for
+        self.task_of = {_CONCEPT_WORD.get(c, c): task for c, task in CONCEPT_TASK.items()}
         self.word_keys = frozenset(self.words)
         self.phrase_keys = frozenset(self.phrases)
         self.substring_keys = frozenset(self.substrings)
         # Stored with the weights: trained with other glosses, they would read other features.
         self.digest = hashlib.sha256(json.dumps([sorted(self.words.items()), sorted(
             (k, sorted(v)) for k, v in self.substrings.items()), sorted(
-            (k, sorted(v)) for k, v in self.phrases.items())], ensure_ascii=False).encode()).hexdigest()[:16]
+            (k, sorted(v)) for k, v in self.phrases.items()), sorted(self.task_of.items())],
+            ensure_ascii=False).encode()).hexdigest()[:16]
 
     def concepts(self, lower: str, tokens: list[str]) -> list[tuple[str, str]]:
         """[(form found, English word)] for each concept the text names, sorted by word."""

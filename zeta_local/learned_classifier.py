@@ -1,7 +1,8 @@
 """Second stage of the prompt classifier: multinomial logistic regression over hashed n-grams.
 
 It decides the prompts the rules leave uncertain. Features are word uni- and bigrams,
-the English words that other languages' words gloss (zeta_local.glosses), character 2- to
+the English words that other languages' words gloss (zeta_local.glosses) and how many glossed
+concepts speak for each task, character 2- to
 5-grams (digits folded to 0), the prompt's shape (numbers, question mark, length, lines,
 script) and the rules' own findings (which signal families fired, their scores), hashed into
 DIM buckets with stable hashes (zlib.crc32 for words and names, a numpy polynomial hash for
@@ -27,7 +28,7 @@ from zeta_local.classifier_rules import TASKS, RuleDecision, family, lower_and_t
 logger = logging.getLogger(__name__)
 
 # Bump when the features change: weights trained on other features are refused at load.
-FEATURE_VERSION = 5
+FEATURE_VERSION = 6
 # 2^20 buckets: at 2^18 the ~200,000 weighted n-grams of the tuning prompts collided often.
 # Out of fold (writer folds, 15,178 prompts) 2^20 was right on 0.33 points more than 2^18, and
 # 2^21 on 0.07 more still, for twice the 12 MiB table.
@@ -60,6 +61,9 @@ STOP_WORDS = frozenset(
     "over some any all".split())
 # The rules' scores enter as values up to this many STRONG signals' worth.
 _SCORE_CAP = 6.0
+# A task's glossed concepts count up to this many (out of fold on 26,458 prompts, with the counts
+# as features 94.69 % against 94.62 % without, non-Latin prompts 81.6 % against 79.7 %).
+_GLOSS_CAP = 3
 
 
 def use_char_ngrams(ns: tuple[int, ...]) -> None:
@@ -208,7 +212,8 @@ class Features:
 def extract(text: str, rules: RuleDecision) -> Features:
     """Features of scanned text (classifier_rules.scan_text) and the rules' decision on it."""
     lower, toks = lower_and_tokens(text)
-    found = tuple(glosses.lexicon().concepts(lower, toks)) if GLOSSES else ()
+    lexicon = glosses.lexicon()
+    found = tuple(lexicon.concepts(lower, toks)) if GLOSSES else ()
     words = _word_indices(toks)
     if found:  # each concept as the English word's unigram, so its English weight applies
         words = np.concatenate([words, _word_indices([word for _, word in found])[:len(found)]])
@@ -225,6 +230,14 @@ def extract(text: str, rules: RuleDecision) -> Features:
         evidence = rules.scores[task] - (1.0 if task == "chat" else 0.0)
         extra_names.append("s " + task)
         extra_values.append(min(evidence, _SCORE_CAP) / 3.0)
+    if found:  # how many glossed concepts speak for each task, capped as the scores are
+        per_task: dict[str, int] = {}
+        for _, word in found:
+            task = lexicon.task_of[word]
+            per_task[task] = per_task.get(task, 0) + 1
+        for task in sorted(per_task):
+            extra_names.append("g " + task)
+            extra_values.append(min(per_task[task], _GLOSS_CAP) / _GLOSS_CAP)
     if SHAPE_FEATURES:
         shape = _shape_names(text)
         extra_names += shape
