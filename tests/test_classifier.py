@@ -453,17 +453,12 @@ def heldout() -> ce.Evaluation:
     return ce.evaluate(ce.load_rows(HELDOUT))
 
 
-# One of the issue's targets is not met on held-out v9. Its second and last look (2026-11-27),
-# after a retrain with glosses of 83 languages' words, two rule changes and 25,798 tuning
-# prompts: accuracy 0.968 (639 of 660; target 0.97). The others are met: recall code 0.977,
-# reason 0.955, chat 0.973 (target 0.95 each); decisions at confidence >= 0.9 right 581 of 586
-# (0.991; target 0.98). Strict, so meeting it fails loudly here. v9 is spent: the next change
-# is measured on held-out v10.
-_NOT_MET_ACCURACY = pytest.mark.xfail(
-    strict=True, reason="issue 11 target not met on held-out v9 (accuracy 0.968, 639 of 660)")
-
-
-@_NOT_MET_ACCURACY
+# The issue's targets, on held-out v10's first look (2026-11-27), after a retrain with v9 folded
+# into tuning (26,458 prompts) and the glossed-concept counts: accuracy 0.971 (641 of 660; target
+# 0.97); recall code 0.982, reason 0.959, chat 0.973 (target 0.95 each); decisions at confidence
+# >= 0.9 right 590 of 595 (0.992; target 0.98). Met by one prompt: on 660 prompts a figure near
+# 97 % carries a 95 % interval of about +-1.3 points, and the sixteen looks at v2 to v9 were
+# 94.5-96.8 %.
 def test_heldout_accuracy_is_at_least_97_percent(heldout: ce.Evaluation):
     assert heldout.accuracy >= 0.97, "\n".join(ce.report_lines("heldout", heldout, list_wrong=False))
 
@@ -474,13 +469,6 @@ def test_heldout_recall_of_every_task_is_at_least_95_percent(heldout: ce.Evaluat
 
 def test_heldout_confident_decisions_are_right_98_percent_of_the_time(heldout: ce.Evaluation):
     assert heldout.high_confidence_accuracy >= 0.98, heldout.high_confidence
-
-
-def test_heldout_floor_holds(heldout: ce.Evaluation):
-    """What the classifier does reach on the held-out part today (v9, 2026-11-27, its second
-    look: accuracy 0.968, lowest recall 0.955; v8's last look, on other prompts, was 0.956); a
-    change that falls below it is a regression."""
-    assert heldout.accuracy >= 0.96 and min(heldout.recall.values()) >= 0.95
 
 
 def test_heldout_calibration_is_sane(heldout: ce.Evaluation):
