@@ -3,11 +3,11 @@
 It decides the prompts the rules leave uncertain. Features are word uni- and bigrams, the
 English words that other languages' words gloss (zeta_local.glosses) and how many glossed
 concepts speak for each task, character 2- to 5-grams (digits folded to 0), the prompt's shape
-(numbers, question mark, length, lines, script) and the rules' own findings (which signal families fired, their scores), hashed into
-DIM buckets with stable hashes (zlib.crc32 for words and names, a numpy polynomial hash for
-characters; never Python's salted hash()), so the same prompt has the same features in every
-process. Run time needs numpy only; the weights, the temperature and the gate live in
-data/classifier.npz, written by scripts/train_classifier.py.
+(numbers, question mark, length, lines, script) and the rules' own findings (which signal
+families fired, their scores), hashed into DIM buckets with stable hashes (zlib.crc32 for words
+and names, a numpy polynomial hash for characters; never Python's salted hash()), so the same
+prompt has the same features in every process. Run time needs numpy only; the weights, the
+temperature and the gate live in data/classifier.npz, written by scripts/train_classifier.py.
 """
 
 from __future__ import annotations
