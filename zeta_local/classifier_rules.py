@@ -661,10 +661,11 @@ _SIGNAL_TASK.update({"greeting": "chat", "numbers": "reason", "quantity_question
                      "override:": "code", "language:": "code"})
 
 
-def scan_text(prompt: str) -> str:
-    if len(prompt) <= HEAD_CHARS + TAIL_CHARS:
+def scan_text(prompt: str, head: int = HEAD_CHARS, tail: int = TAIL_CHARS) -> str:
+    """The prompt itself, or past head + tail characters its first head and last tail of them."""
+    if len(prompt) <= head + tail:
         return prompt
-    return prompt[:HEAD_CHARS] + "\n" + prompt[-TAIL_CHARS:]
+    return prompt[:head] + "\n" + prompt[-tail:]
 
 
 def _collect(text: str) -> dict[str, tuple[str, float]]:

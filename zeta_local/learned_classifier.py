@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from zeta_local import glosses
-from zeta_local.classifier_rules import TASKS, RuleDecision, family, lower_and_tokens, tokenize  # noqa: F401
+from zeta_local.classifier_rules import TASKS, RuleDecision, family, lower_and_tokens, scan_text, tokenize  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -218,8 +218,7 @@ def extract(text: str, rules: RuleDecision) -> Features:
         words = np.concatenate([words, _word_indices([word for _, word in found])[:len(found)]])
     # Character n-grams of the head and tail only: past them a long paste adds thousands of
     # n-grams that say little more than its words do, and cost the most time (feature version 5).
-    chars = _char_indices(lower if len(lower) <= CHAR_HEAD + CHAR_TAIL
-                          else lower[:CHAR_HEAD] + "\n" + lower[-CHAR_TAIL:])
+    chars = _char_indices(scan_text(lower, CHAR_HEAD, CHAR_TAIL))
 
     # The rules' findings: each fired family once and the three scores. Not the rules' winner:
     # with it the model only learned to copy the rules, and to be sure of "no signal -> chat".
