@@ -36,6 +36,19 @@ SOURCE = ROOT / "tests" / "data" / "classifier" / "glosses_source.json"
 TUNING = ROOT / "tests" / "data" / "classifier" / "tuning.jsonl"
 MIN_ENGLISH_DOCS = 3
 _SHORT_WORD_SCRIPTS = {"Chinese", "Japanese"}
+# Which prompts read as English: this share of its tokens are English function words, ones that
+# other languages do not use as common words of their own ("in", "was", "is", "my", "to", "for",
+# "of" and "i" are German, Dutch, Polish, Danish or Czech words too).
+_ENGLISH_SHARE = 0.12
+_ENGLISH_WORDS = frozenset(
+    "the and you your what how why when where which with this that these those from have has does did "
+    "not can could would should than then there about are were been its".split())
+
+
+def reads_english(tokens: list[str]) -> bool:
+    if not tokens:
+        return True
+    return sum(1 for t in tokens if t in _ENGLISH_WORDS) >= _ENGLISH_SHARE * len(tokens)
 
 
 def english_tokens() -> collections.Counter:
@@ -44,19 +57,21 @@ def english_tokens() -> collections.Counter:
     for line in TUNING.read_text(encoding="utf-8").splitlines():
         if line.strip():
             _, tokens = lower_and_tokens(json.loads(line)["prompt"])
-            if tokens and glosses._reads_english(tokens):
+            if tokens and reads_english(tokens):
                 df.update(set(tokens))
     return df
 
 
 def build(source: dict) -> tuple[dict, collections.Counter]:
+    owners: dict[str, set[str]] = collections.defaultdict(set)
+    for language, spec in source.items():
+        for concept, forms in spec["forms"].items():
+            if concept not in glosses.CONCEPT_TASK:  # the learned stage counts concepts per task
+                raise ValueError(f"{language}: concept {concept!r} has no task: add it to glosses.CONCEPT_TASK")
+            for form in forms:
+                owners[_normal(form)].add(glosses.CONCEPT_TASK[concept])
     df = english_tokens()
     common = {t for t, n in df.items() if n >= MIN_ENGLISH_DOCS and t.isascii()}
-    owners: dict[str, set[str]] = collections.defaultdict(set)
-    for spec in source.values():
-        for concept, forms in spec["forms"].items():
-            for form in forms:
-                owners[_normal(form)].add(glosses.CONCEPT_TASK.get(concept, concept))
 
     dropped: collections.Counter = collections.Counter()
     out = {}
@@ -88,7 +103,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare with the committed file")
     args = parser.parse_args()
-    out, dropped = build(json.loads(SOURCE.read_text(encoding="utf-8")))
+    try:
+        out, dropped = build(json.loads(SOURCE.read_text(encoding="utf-8")))
+    except ValueError as exc:
+        print(f"{SOURCE}: {exc}", file=sys.stderr)
+        return 1
     text = json.dumps(out, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
     forms = sum(len(f) for spec in out.values() for f in spec["forms"].values())
     print(f"{len(out)} languages, {forms} forms kept; dropped: {dict(dropped)}")

@@ -16,6 +16,8 @@ from zeta_local import glosses
 from zeta_local import learned_classifier as learned
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import build_glosses  # noqa: E402
 
 
 def concepts(text: str) -> dict[str, str]:
@@ -52,7 +54,7 @@ def test_english_tuning_prompts_are_almost_never_glossed():
     rows = [json.loads(line) for line in (ROOT / "tests/data/classifier/tuning.jsonl").read_text(
         encoding="utf-8").splitlines() if line.strip()]
     english = [r["prompt"] for r in rows if r["prompt"].isascii()
-               and glosses._reads_english(rules.lower_and_tokens(r["prompt"])[1])]
+               and build_glosses.reads_english(rules.lower_and_tokens(r["prompt"])[1])]
     glossed = [p for p in english if concepts(p)]
     assert len(english) > 10_000
     assert len(glossed) <= 0.01 * len(english), glossed[:20]
@@ -82,6 +84,13 @@ def test_the_shipped_lexicon_is_what_the_build_gives():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_glosses.py"), "--check"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_build_refuses_a_concept_without_a_task():
+    """Each concept counts for its task ("g reason"): one with none would be missing at run time."""
+    source = {"Esperanto": {"forms": {"probability": ["probableco"], "teapot": ["tekruĉo"]}}}
+    with pytest.raises(ValueError, match="'teapot' has no task"):
+        build_glosses.build(source)
 
 
 def test_a_missing_lexicon_costs_the_glosses_not_the_decision(tmp_path, monkeypatch, caplog):

@@ -60,14 +60,6 @@ _MAX_SUFFIX = 8  # a stem is tried with at most this many characters of ending a
 # Scripts without spaces are searched form by form: in the first this many characters only, so
 # that a long paste in Chinese costs no more than a short one.
 _SUBSTRING_CHARS = 600
-# Which prompts read as English (scripts/build_glosses.py drops forms that such tuning prompts
-# use): this share of its tokens are English function words, ones that other languages do not
-# use as common words of their own ("in", "was", "is", "my",
-# "to", "for", "of" and "i" are German, Dutch, Polish, Danish or Czech words too).
-_ENGLISH_SHARE = 0.12
-_ENGLISH_WORDS = frozenset(
-    "the and you your what how why when where which with this that these those from have has does did "
-    "not can could would should than then there about are were been its".split())
 
 
 class Lexicon:
@@ -134,12 +126,6 @@ class Lexicon:
             for form, word in self.substrings[first]:
                 if word not in found and form in head:
                     found[word] = form
-
-
-def _reads_english(tokens: list[str]) -> bool:
-    if not tokens:
-        return True
-    return sum(1 for t in tokens if t in _ENGLISH_WORDS) >= _ENGLISH_SHARE * len(tokens)
 
 
 @lru_cache(maxsize=1)
