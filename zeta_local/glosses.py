@@ -11,7 +11,7 @@ Three kinds of match, each as cheap as the prompt allows:
 * a whole token; or, for a token with a non-ASCII letter, a stem that begins it (agglutinating
   languages: "todennäköisyyden" begins with the Finnish stem "todennäköisyy");
 * a phrase of several tokens (Vietnamese words have spaces in them), looked for only when the
-  prompt has its first token;
+  prompt has every token of it;
 * a form written inside running text (Chinese, Japanese, Thai, Lao, Khmer, Burmese put no
   spaces between words), looked for (in the first _SUBSTRING_CHARS characters) only when the
   prompt has the form's first character.
@@ -67,7 +67,8 @@ class Lexicon:
 
     def __init__(self, languages: dict[str, dict]):
         self.words: dict[str, str] = {}  # whole token or stem -> English word
-        self.phrases: dict[str, list[tuple[str, str]]] = {}  # first token -> [(" form ", word)]
+        # first token -> [(" form ", word, its other tokens)]
+        self.phrases: dict[str, list[tuple[str, str, frozenset[str]]]] = {}
         self.substrings: dict[str, list[tuple[str, str]]] = {}  # first character -> [(form, word)]
         for spec in languages.values():
             for concept, forms in spec["forms"].items():
@@ -79,7 +80,8 @@ class Lexicon:
                     if not spec.get("spaces", True):
                         self.substrings.setdefault(form[0], []).append((form, word))
                     elif " " in form:
-                        self.phrases.setdefault(form.split()[0], []).append((f" {form} ", word))
+                        first, *rest = form.split()
+                        self.phrases.setdefault(first, []).append((f" {form} ", word, frozenset(rest)))
                     else:
                         self.words.setdefault(form, word)
         # English word -> the task its concept speaks for
@@ -88,22 +90,25 @@ class Lexicon:
         self.phrase_keys = frozenset(self.phrases)
         self.substring_keys = frozenset(self.substrings)
         # Stored with the weights: trained with other glosses, they would read other features.
+        phrases = sorted((k, sorted((form, word) for form, word, _ in v)) for k, v in self.phrases.items())
         self.digest = hashlib.sha256(json.dumps([sorted(self.words.items()), sorted(
-            (k, sorted(v)) for k, v in self.substrings.items()), sorted(
-            (k, sorted(v)) for k, v in self.phrases.items()), sorted(self.task_of.items())],
+            (k, sorted(v)) for k, v in self.substrings.items()), phrases, sorted(self.task_of.items())],
             ensure_ascii=False).encode()).hexdigest()[:16]
 
     def concepts(self, lower: str, tokens: list[str]) -> list[tuple[str, str]]:
         """[(form found, English word)] for each concept the text names, sorted by word."""
         found: dict[str, str] = {}  # English word -> the form that named it
-        for token in sorted(self.word_keys.intersection(tokens)):  # whole tokens
+        token_set = set(tokens)
+        for token in sorted(self.word_keys & token_set):  # whole tokens
             found.setdefault(self.words[token], token)
-        first_tokens = self.phrase_keys.intersection(tokens)
+        first_tokens = self.phrase_keys & token_set
         if first_tokens:
             joined = f" {' '.join(tokens)} "
             for first in sorted(first_tokens):
-                for form, word in self.phrases[first]:
-                    if word not in found and form in joined:
+                for form, word, rest in self.phrases[first]:
+                    # Its other tokens must all occur before the search of the whole text: an English
+                    # prompt has "a", "in", "per", which begin phrases of other languages.
+                    if word not in found and rest <= token_set and form in joined:
                         found[word] = form.strip()
         if not lower.isascii():
             self._stems(tokens, found)

@@ -296,11 +296,12 @@ class Model:
         # Only the strongest few need ordering (repeats and stop words: look deeper than `top`).
         look = min(n, 8 * top)
         strongest = np.argpartition(-push, look - 1)[:look] if look < n else np.arange(n)
+        order = strongest[np.argsort(-push[strongest], kind="stable")]
         total: dict[str, float] = {}
-        for i in strongest[np.argsort(-push[strongest], kind="stable")]:
-            name = features.word_name(int(i))
-            if push[i] > 0 and not set(name.split()) <= STOP_WORDS:
-                total[name] = total.get(name, 0.0) + float(push[i])
+        for i, weight in zip(order.tolist(), push[order].tolist()):  # Python numbers: no numpy scalars
+            name = features.word_name(i)
+            if weight > 0 and not set(name.split()) <= STOP_WORDS:
+                total[name] = total.get(name, 0.0) + weight
         return tuple(sorted(total, key=lambda w: -total[w])[:top])
 
 
