@@ -23,11 +23,15 @@ GPU_BUILD = gpu_offload_supported()
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that uses the real Gemma (the gemma_path fixture, directly or through another
-    fixture) is a real_model test, marked or not, so `-m "not real_model"` leaves it out where
-    the tiny extra is not installed (the GPU machine's image)."""
+    fixture) is a real_model test, and one that starts the HTTP server (the serve fixture) a
+    server test, marked or not, so that `-m "not real_model and not server"` leaves them out
+    where the tiny or the serve extra is not installed (the GPU machine's image)."""
     for item in items:
-        if "gemma_path" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "gemma_path" in fixtures:
             item.add_marker(pytest.mark.real_model)
+        if "serve" in fixtures:
+            item.add_marker(pytest.mark.server)
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ from typing import Any, Callable
 import pytest
 
 from conftest import GPU_BUILD, run_cli
-from zeta_local.bench import (RecordingBackend, compare_decoding, interleaved, llama_settings, median_error,
-                              ratio_spread, roofline_bound, weights_read_per_token)
+from zeta_local.bench import (RecordingBackend, compare_decoding, fraction_of_bound, interleaved, llama_settings,
+                              median_error, ratio_spread, roofline_bound, weights_read_per_token)
 from zeta_local.bench_gpu import buffers_from_log, gpu_markdown, measure_gpu, on_gpu
 from zeta_local.gguf_info import read_gguf_info
 from zeta_local.gpu_probe import hold_vram, peak_bandwidth
@@ -207,6 +207,12 @@ def test_bytes_read_per_token_follow_the_offload(tmp_path: Path):
         assert weights_read_per_token(info, 0) == (0, read_all)
         half_gpu, half_cpu = weights_read_per_token(info, 10)
         assert 0 < half_gpu < half_cpu and half_gpu + half_cpu == read_all
+
+
+def test_a_small_fraction_of_the_bound_keeps_its_figures():
+    """A tiny model on an H200 decoded at 0.0003 of its bound; three decimals had printed 0.0."""
+    assert fraction_of_bound(900.0, 2.9e6) == 0.00031
+    assert fraction_of_bound(241.0, 1000.0) == 0.241
 
 
 def test_roofline_bound_adds_the_gpu_and_cpu_shares():

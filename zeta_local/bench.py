@@ -423,6 +423,12 @@ def roofline_bound(gpu_bytes: int, cpu_bytes: int, gpu_bandwidth: float | None,
     return 1 / seconds
 
 
+def fraction_of_bound(tokens_per_s: float, bound: float) -> float:
+    """Three significant figures, not three decimals: a tiny model on an H200 decodes at a few
+    ten-thousandths of its bound (launches, not bytes, limit it), which three decimals made 0.0."""
+    return float(f"{tokens_per_s / bound:.3g}")
+
+
 def _cpu_bandwidth() -> float:
     import numpy as np
 
@@ -466,7 +472,7 @@ def _roofline(model_path: Path, overhead: dict[str, Any]) -> dict[str, Any]:
         bound = bandwidth / weights  # each decoded token reads every weight once
         return {"memory_bandwidth_gb_s": round(bandwidth / 1e9, 2), "bytes_per_token": weights,
                 "bound_tokens_per_s": round(bound, 1), "tokens_per_s": measured,
-                "fraction": round(measured / bound, 3), "device": "cpu",
+                "fraction": fraction_of_bound(measured, bound), "device": "cpu",
                 "bandwidth_source": "measured: numpy copy of 256 MiB, one thread",
                 "note": "bytes per token counts the weights only (the KV cache read is small at these "
                         "contexts); the copy is single-threaded numpy, so the bound is conservative"}
@@ -482,7 +488,7 @@ def _roofline(model_path: Path, overhead: dict[str, Any]) -> dict[str, Any]:
             "gpu_bytes_per_token": gpu_bytes, "cpu_bytes_per_token": cpu_bytes,
             **({"cpu_bandwidth_gb_s": round(cpu_bandwidth / 1e9, 2)} if cpu_bandwidth else {}),
             "bound_tokens_per_s": round(bound, 1), "tokens_per_s": measured,
-            "fraction": round(measured / bound, 3),
+            "fraction": fraction_of_bound(measured, bound),
             "note": "bytes per token counts the weights read per token (the offloaded ones at the "
                     "GPU's bandwidth; one row of the token embeddings is not counted); the KV "
                     "cache read is small at these contexts"}

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from zeta_local.bench import (GREEDY, MiB, RecordingBackend, _config, captured_llama_log,
-                              compare_decoding, gpu_bandwidth, percentile, roofline_bound, spread,
+from zeta_local.bench import (GREEDY, MiB, RecordingBackend, _config, captured_llama_log, compare_decoding,
+                              fraction_of_bound, gpu_bandwidth, percentile, roofline_bound, spread,
                               weights_read_per_token)
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def _decode(paths: dict[str, Path], work: Path, *, pairs: tuple[int, int], max_t
         if bandwidth and not on_cpu_bytes:
             bound = roofline_bound(on_gpu_bytes, 0, bandwidth, None)
             row["bound_tokens_per_s"] = round(bound, 1)
-            row["fraction_of_bound"] = round(row["router_tokens_per_s"]["p50"] / bound, 3)
+            row["fraction_of_bound"] = fraction_of_bound(row["router_tokens_per_s"]["p50"], bound)
         rows.append(row)
     return rows
 
