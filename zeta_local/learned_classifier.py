@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from zeta_local import glosses
-from zeta_local.classifier_rules import TASKS, RuleDecision, family, lower_and_tokens, scan_text, tokenize  # noqa: F401
+from zeta_local.classifier_rules import TASKS, RuleDecision, family, lower_and_tokens, tokenize  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
 # Bump when the features change: weights trained on other features are refused at load.
-FEATURE_VERSION = 6
+FEATURE_VERSION = 7
 # 2^20 buckets: at 2^18 the ~200,000 weighted n-grams of the tuning prompts collided often.
 # Out of fold (writer folds, 15,178 prompts) 2^20 was right on 0.33 points more than 2^18, and
 # 2^21 on 0.07 more still, for twice the 12 MiB table.
@@ -37,8 +37,6 @@ DIM = 1 << DIM_BITS
 # 93.68 % against 93.39 % for 3-5 (reason recall 0.928 against 0.919) for 1 % more weights; 2-6
 # gave 93.60 % for two thirds more (data README, held-out v6, step 4).
 CHAR_NS = (2, 3, 4, 5)
-# How much of a long prompt's start and end the character n-grams read (its words are all read).
-CHAR_HEAD, CHAR_TAIL = 1500, 500
 WEIGHTS_PATH = Path(__file__).resolve().parent / "data" / "classifier.npz"
 
 # Stored with the weights: its feature indices at training time must equal today's, or the
@@ -216,9 +214,7 @@ def extract(text: str, rules: RuleDecision) -> Features:
     words = _word_indices(toks)
     if found:  # each concept as the English word's unigram, so its English weight applies
         words = np.concatenate([words, _word_indices([word for _, word in found])[:len(found)]])
-    # Character n-grams of the head and tail only: past them a long paste adds thousands of
-    # n-grams that say little more than its words do, and cost the most time (feature version 5).
-    chars = _char_indices(scan_text(lower, CHAR_HEAD, CHAR_TAIL))
+    chars = _char_indices(lower)
 
     # The rules' findings: each fired family once and the three scores. Not the rules' winner:
     # with it the model only learned to copy the rules, and to be sure of "no signal -> chat".
