@@ -1,5 +1,8 @@
 """Fixed latency harness for classify(): p50/p99 over REPS calls of each long prompt, and over
-every tuning prompt. Also times the rules stage (decide) and the learned features alone.
+every tuning prompt. Also times the rules stage (decide) and the learned features alone. The
+long prompts: 4,000 characters of each task's tuning prompts and of its held-out ones (timed
+only: the held-out code one, 34 rule signals, was the slowest), and the adversarial ones of
+the snapshot test.
 
     python benchmarks/classifier_latency.py [--reps 500] [--json out.json]
 """
@@ -37,6 +40,8 @@ def main() -> None:
     args = ap.parse_args()
     rows = ce.load_rows(TUNING)
     long = {f"long_{k}": v for k, v in ce.long_prompts(rows).items()}
+    held_out = ce.load_rows(ce.LABELLED_DIR / ce.HELDOUT_FILE)
+    long |= {f"held_out_{k}": v for k, v in ce.long_prompts(held_out).items()}
     adv = adversarial()
     for k in ("a10k", "code4k", "prose4k", "digits_ops4k", "log4k", "mixed_long"):
         long[k] = adv[k]
